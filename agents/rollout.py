@@ -1,0 +1,183 @@
+"""Sample one batch of episodes by stepping a vector env token by token.
+
+The policy keeps its own KV cache: the prompts are prefilled once at reset (left-padded
+into one batch), then each step feeds only the B freshly sampled tokens. The env is the
+source of truth for episode ends and rewards; the agent never decodes text itself.
+
+Shapes: B = ``envs.num_envs``, T = number of steps until every episode has ended
+(at most the env's ``max_new_tokens``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+
+@dataclass
+class EpisodeBatch:
+    """B finished episodes, one per sub-env.
+
+    Attributes:
+        prompt_ids: B int64 arrays, the prompt tokens as the env gave them.
+        completion_ids: B int64 arrays, the sampled tokens (stop token included when the
+            episode ended at a stop token).
+        rewards: float64 ``(B,)``, the env's final-step rewards.
+        prompts: B plain task inputs (``info["prompt"]``).
+        completions: B decoded completions (``info["completion"]``).
+        sample_logprobs: B float32 arrays, log-prob of each sampled token under the
+            sampling distribution (temperature applied).
+        final_infos: B dicts with the env's final-step info of each episode.
+        steps: number of ``envs.step`` calls made.
+    """
+
+    prompt_ids: list[np.ndarray]
+    completion_ids: list[np.ndarray]
+    rewards: np.ndarray
+    prompts: list[str]
+    completions: list[str]
+    sample_logprobs: list[np.ndarray]
+    final_infos: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+
+    @property
+    def completion_lengths(self) -> np.ndarray:
+        """int64 ``(B,)``: number of sampled tokens per episode."""
+        return np.array([len(c) for c in self.completion_ids], dtype=np.int64)
+
+
+def _left_pad(
+    prompts: list[np.ndarray], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.as_tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _episode_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """The info entries of sub-env ``i`` from a vector info dict (``_key`` masks)."""
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not mask[i]:
+            continue
+        if isinstance(value, dict):
+            out[key] = _episode_info(value, i)
+        else:
+            item = value[i]
+            out[key] = item.item() if isinstance(item, np.generic) else item
+    return out
+
+
+@torch.inference_mode()
+def collect_episodes(
+    policy: torch.nn.Module,
+    envs: VectorEnv,
+    *,
+    temperature: float = 0.9,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    reset_options: dict[str, Any] | None = None,
+) -> EpisodeBatch:
+    """Reset ``envs`` and run every sub-env to the end of its first episode.
+
+    Args:
+        policy: a causal LM (transformers ``PreTrainedModel``) whose vocabulary covers
+            ``envs.single_action_space``; ids outside the action space are masked out.
+        envs: a vector env with ``Dict(tokens, length)`` observations, for example
+            ``gym.make_vec("RLAIF-TLDR-v0", num_envs=B, vectorization_mode="vector_entry_point")``.
+            Sub-envs that finish early keep receiving (ignored) actions until the others
+            finish; with ``AutoresetMode.NEXT_STEP`` their automatic reset is discarded.
+        temperature: sampling temperature (> 0); the paper samples at 0.9.
+        seed: passed to ``envs.reset`` (prompt choice).
+        generator: torch RNG for sampling (reproducible rollouts).
+
+    Returns:
+        An :class:`EpisodeBatch` with exactly one episode per sub-env.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    autoreset = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
+    if autoreset == AutoresetMode.SAME_STEP:
+        raise ValueError("collect_episodes needs autoreset_mode NEXT_STEP or DISABLED")
+    device = next(policy.parameters()).device
+    n_actions = int(envs.single_action_space.n)
+    num_envs = envs.num_envs
+
+    obs, _ = envs.reset(seed=seed, options=reset_options)
+    lengths = np.asarray(obs["length"], dtype=np.int64)
+    prompt_ids = [np.array(obs["tokens"][i, : lengths[i]], dtype=np.int64) for i in range(num_envs)]
+    pad_id = int(obs["tokens"][0, -1]) if obs["tokens"].shape[1] > lengths.max() else 0
+    input_ids, attention_mask = _left_pad(prompt_ids, pad_id, device)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    out = policy(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+    )
+    past = out.past_key_values
+    next_logits = out.logits[:, -1, :].float()
+    next_position = position_ids[:, -1:] + 1
+
+    done = np.zeros(num_envs, dtype=bool)
+    completions: list[list[int]] = [[] for _ in range(num_envs)]
+    logprobs: list[list[float]] = [[] for _ in range(num_envs)]
+    rewards = np.zeros(num_envs, dtype=np.float64)
+    final_infos: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+    steps = 0
+    while not done.all():
+        logits = next_logits[:, :n_actions] / temperature
+        logp = torch.log_softmax(logits, dim=-1)
+        actions_t = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        chosen_logp = logp.gather(-1, actions_t[:, None]).squeeze(-1).cpu().numpy()
+        actions = actions_t.cpu().numpy().astype(np.int64)
+
+        _, step_rewards, terminated, truncated, infos = envs.step(actions)
+        steps += 1
+        ended = (terminated | truncated) & ~done
+        for i in np.flatnonzero(~done):
+            completions[i].append(int(actions[i]))
+            logprobs[i].append(float(chosen_logp[i]))
+        for i in np.flatnonzero(ended):
+            rewards[i] = float(step_rewards[i])
+            final_infos[i] = _episode_info(infos, i)
+        done |= ended
+        if done.all():
+            break
+        attention_mask = torch.cat(
+            [attention_mask, torch.ones((num_envs, 1), dtype=attention_mask.dtype, device=device)],
+            dim=-1,
+        )
+        out = policy(
+            input_ids=actions_t[:, None].to(device),
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            past_key_values=past,
+            use_cache=True,
+        )
+        past = out.past_key_values
+        next_logits = out.logits[:, -1, :].float()
+        next_position = next_position + 1
+
+    return EpisodeBatch(
+        prompt_ids=prompt_ids,
+        completion_ids=[np.array(c, dtype=np.int64) for c in completions],
+        rewards=rewards,
+        prompts=[str(info.get("prompt", "")) for info in final_infos],
+        completions=[str(info.get("completion", "")) for info in final_infos],
+        sample_logprobs=[np.array(lp, dtype=np.float32) for lp in logprobs],
+        final_infos=final_infos,
+        steps=steps,
+    )

@@ -1,0 +1,123 @@
+"""The reward interface every reward source implements.
+
+A reward function scores a batch of finished episodes in one call::
+
+    out = reward_fn(prompts, completions)   # len(prompts) == len(completions) == n
+    out.scores        # np.ndarray, float64, shape (n,), all finite
+    out.details       # dict[str, np.ndarray], each with leading dimension n
+
+``prompts`` are the task inputs as plain text (a TL;DR post, an HH dialogue context), not
+the chat-templated policy prompt; ``completions`` are the decoded policy outputs.
+
+Anything else a user hands to ``gym.make(..., reward=...)`` is adapted to this
+interface by :func:`rewards.registry.make_reward`: a plain callable
+``(prompts, completions) -> Sequence[float]`` is wrapped in :class:`CallableReward`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class RewardError(ValueError):
+    """A reward function returned something that is not one finite score per episode."""
+
+
+@dataclass
+class RewardOutput:
+    """Scores for ``n`` episodes and optional per-episode details.
+
+    Attributes:
+        scores: float64 array of shape ``(n,)``, finite.
+        details: name -> array with leading dimension ``n`` (for example the judge's
+            score distribution, shape ``(n, 10)``).
+    """
+
+    scores: np.ndarray
+    details: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def check_scores(name: str, scores: object, n: int) -> np.ndarray:
+    """Return ``scores`` as a finite float64 array of shape ``(n,)`` or raise RewardError
+    naming the reward ``name``."""
+    try:
+        arr = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise RewardError(f"reward {name!r} returned non-numeric scores: {exc}") from exc
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise RewardError(
+            f"reward {name!r} returned {arr.shape} scores for {n} episodes; "
+            f"expected one score per episode, shape ({n},)"
+        )
+    if not np.all(np.isfinite(arr)):
+        bad = np.flatnonzero(~np.isfinite(arr)).tolist()
+        raise RewardError(f"reward {name!r} returned non-finite scores at positions {bad}: "
+                          f"{arr[bad].tolist()}")
+    return arr
+
+
+class RewardFunction(ABC):
+    """Base class for reward sources. Subclasses implement :meth:`score`.
+
+    Calling the object validates the batch (equal lengths, strings) and the result
+    (one finite score per episode) so a bad reward fails loudly, naming itself.
+    """
+
+    name: str = "reward"
+
+    @abstractmethod
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
+        """Score ``n`` (prompt, completion) pairs. Return ``RewardOutput`` with shape ``(n,)``."""
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
+        if len(prompts) != len(completions):
+            raise ValueError(
+                f"reward {self.name!r}: {len(prompts)} prompts but {len(completions)} completions"
+            )
+        n = len(prompts)
+        if n == 0:
+            return RewardOutput(scores=np.zeros(0, dtype=np.float64))
+        out = self.score(list(prompts), list(completions))
+        if not isinstance(out, RewardOutput):
+            out = RewardOutput(scores=out)  # type: ignore[arg-type]
+        out.scores = check_scores(self.name, out.scores, n)
+        for key, value in out.details.items():
+            value = np.asarray(value)
+            if value.shape[:1] != (n,):
+                raise RewardError(
+                    f"reward {self.name!r}: detail {key!r} has shape {value.shape}, "
+                    f"expected leading dimension {n}"
+                )
+            out.details[key] = value
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class ZeroReward(RewardFunction):
+    """``reward="none"``: every episode scores 0.0."""
+
+    name = "none"
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
+        return RewardOutput(scores=np.zeros(len(prompts), dtype=np.float64))
+
+
+class CallableReward(RewardFunction):
+    """Adapts a user callable ``(prompts, completions) -> Sequence[float]``."""
+
+    def __init__(
+        self, fn: Callable[[Sequence[str], Sequence[str]], Sequence[float]], name: str | None = None
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"reward must be callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
+        return RewardOutput(scores=self.fn(prompts, completions))

@@ -1,0 +1,337 @@
+"""``rlaif-gym label`` and ``rlaif-gym alignment``: AI preference labels and their agreement
+with humans.
+
+``label`` asks a judge model which of two responses is better for every pair of a task
+(Lee et al. 2023, section 2.1) and appends one JSON line per pair to ``--out`` as it goes
+(``PreferenceLabel.to_json()``, so ``PreferenceLabel.from_json`` reads every line back),
+flushing after each line. Re-running the same command resumes: pairs whose id is already in
+the file are skipped. The labeler configuration stored in every label (task, judge,
+prompt, cot, shots) must match the run: the command refuses to mix configurations in one
+file; write those to another file. ``--cot-max-tokens`` is not stored in the labels and so
+cannot be checked. An incomplete last line left by a crash is reported and cut off;
+complete labels are never removed.
+
+``alignment`` prints, for each labels file, the AI labeler alignment ``z_acc`` with its 95%
+confidence interval, the position bias and ``N`` (see :mod:`rewards.alignment`).
+
+Exit codes: 0 success, 2 bad input (unreadable or inconsistent files, invalid pairs, a
+judge that cannot be loaded), 130 interrupted. Labels written before an error stay.
+Heavy imports (torch, models) happen inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import json
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rewards.alignment import alignment_report, format_table, read_labels_jsonl
+
+TASKS: tuple[str, ...] = ("tldr", "helpful", "harmless")
+PROMPTS: tuple[str, ...] = ("base", "detailed")
+DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
+#: Label fields that must agree for labels to share one file.
+CONFIG_KEYS: tuple[str, ...] = ("task", "judge", "prompt", "cot", "shots")
+
+
+class LabelFileError(ValueError):
+    """The output file cannot be resumed (unreadable, malformed or another configuration)."""
+
+
+# --------------------------------------------------------------------------- backends
+# Thin wrappers around the modules that do the work, imported lazily (they pull in torch).
+# Tests replace these names with fakes.
+
+
+def load_preference_pairs(task: str, **options: Any) -> Sequence[Any]:
+    """:func:`rlaif_gym.data.load_preference_pairs`; ``limit`` is applied here when the
+    loader has no such parameter, and options that are ``None`` keep the loader defaults."""
+    from rlaif_gym.data import load_preference_pairs as impl
+
+    limit = options.pop("limit", None)
+    options = {k: v for k, v in options.items() if v is not None}
+    if limit is not None and "limit" in inspect.signature(impl).parameters:
+        return impl(task, limit=limit, **options)
+    pairs = impl(task, **options)
+    return pairs if limit is None else pairs[:limit]
+
+
+def load_judge(spec: str, num_threads: int | None = None) -> Any:
+    """:func:`rewards.judges.load_judge` with the default backend."""
+    from rewards.judges import load_judge as impl
+
+    return impl(spec, num_threads=num_threads)
+
+
+def label_pairs(judge: Any, pairs: Sequence[Any], **options: Any) -> Iterator[Any]:
+    """:func:`rewards.preference.label_pairs`; options that are ``None`` keep its defaults,
+    and ``cot_max_tokens`` is refused if that function does not take it."""
+    from rewards.preference import label_pairs as impl
+
+    options = {k: v for k, v in options.items() if v is not None}
+    params = inspect.signature(impl).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in options if k not in params and not takes_any]
+    if unknown:
+        raise ValueError(f"rewards.preference.label_pairs does not support {unknown}")
+    return impl(judge, pairs, **options)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``label`` and ``alignment`` subcommands."""
+    p = subparsers.add_parser(
+        "label",
+        help="label preference pairs with an AI judge (resumable JSONL output)",
+        description=(
+            "Ask a judge model which response of each pair is better and append one JSON "
+            "line per pair to --out. Re-running resumes where it stopped."
+        ),
+    )
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--pairs", default=None, metavar="PATH",
+                   help="pairs file (default: the task's data from --data-dir/RLAIF_GYM_DATA)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
+    p.add_argument("--split", default=None, help="data split (default: the task's default)")
+    p.add_argument("--high-confidence", action="store_true",
+                   help="keep only high-confidence human comparisons (TL;DR or pair files)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="label the first N pairs")
+    p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
+                   help=f"judge model (default: {DEFAULT_JUDGE})")
+    p.add_argument("--prompt", default="base", choices=PROMPTS, help="preamble variant")
+    p.add_argument("--cot", action="store_true", help="elicit a chain-of-thought rationale")
+    p.add_argument("--cot-max-tokens", type=_positive_int, default=None,
+                   help="rationale length limit with --cot (default: the labeler's)")
+    p.add_argument("--shots", type=_non_negative_int, default=0, help="few-shot exemplars")
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--out", required=True, metavar="LABELS.jsonl", help="output JSONL file")
+    p.set_defaults(func=run_label)
+
+    a = subparsers.add_parser(
+        "alignment",
+        help="AI labeler alignment (z_acc) and position bias of label files",
+        description="Print z_acc with a 95%% Wilson interval, position bias and N per file.",
+    )
+    a.add_argument("labels", nargs="+", metavar="LABELS.jsonl")
+    a.add_argument("--json", action="store_true", help="one JSON object per file instead")
+    a.set_defaults(func=run_alignment)
+
+
+# --------------------------------------------------------------------------- label
+
+
+def labeler_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The labeler configuration of this run, as stored in each label (``judge`` is the
+    judge's name, which is its spec for the transformers backend)."""
+    return {
+        "task": args.task,
+        "judge": args.judge,
+        "prompt": args.prompt,
+        "cot": bool(args.cot),
+        "shots": int(args.shots),
+    }
+
+
+def _differing(record: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    return [k for k in CONFIG_KEYS if record.get(k) != config.get(k)]
+
+
+def _describe(config: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={config.get(k)!r}" for k in CONFIG_KEYS)
+
+
+def prepare_output(out: Path, config: Mapping[str, Any]) -> set[str]:
+    """Check that ``out`` can take labels of ``config`` and return the ids already in it.
+
+    Creates the parent folder. Cuts off an incomplete last line (reported on stderr) and
+    adds a missing final newline, so that appending continues cleanly.
+
+    Raises:
+        LabelFileError: unreadable file, a malformed line before the last, a line without an
+            ``id`` or a labeler field, or labels of another configuration.
+    """
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return set()
+    try:
+        found = read_labels_jsonl(out)
+    except (OSError, ValueError) as exc:
+        raise LabelFileError(f"cannot resume {out}: {exc}") from exc
+    done: set[str] = set()
+    for line_no, record in enumerate(found.records, start=1):
+        if "id" not in record:
+            raise LabelFileError(f"{out}: label {line_no} has no 'id'; not a labels file?")
+        missing = [k for k in CONFIG_KEYS if k not in record]
+        if missing:
+            raise LabelFileError(
+                f"{out}: label {line_no} lacks {', '.join(missing)}, so its labeler "
+                "configuration is unknown and the file cannot be resumed safely; write to "
+                "another --out"
+            )
+        differing = _differing(record, config)
+        if differing:
+            raise LabelFileError(
+                f"{out} holds labels of another configuration ({_describe(record)}); this run "
+                f"has {_describe(config)} (differs in {', '.join(differing)}). Labels of "
+                "different judges/prompts go to different files: choose another --out"
+            )
+        done.add(str(record["id"]))
+    try:
+        if found.bad_tail is not None:
+            print(
+                f"rlaif-gym label: warning: {out}: cutting off an incomplete last line "
+                f"({len(found.bad_tail)} characters) left by an interrupted run; "
+                f"{len(found.records)} complete labels kept",
+                file=sys.stderr,
+            )
+            with out.open("r+b") as f:
+                f.truncate(found.valid_end)
+        elif found.missing_newline:
+            with out.open("ab") as f:
+                f.write(b"\n")
+    except OSError as exc:
+        raise LabelFileError(f"cannot repair {out}: {exc}") from exc
+    return done
+
+
+def label_to_record(label: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The label's ``to_json()`` fields, checked against the run's ``config``.
+
+    Raises:
+        TypeError: the label cannot be serialised to a JSON object with an ``id``.
+        ValueError: the label's configuration fields differ from ``config`` (they would
+            make the file unresumable).
+    """
+    if hasattr(label, "to_json"):
+        data = label.to_json()
+        if isinstance(data, str):
+            data = json.loads(data)
+    elif dataclasses.is_dataclass(label) and not isinstance(label, type):
+        data = dataclasses.asdict(label)
+    elif isinstance(label, Mapping):
+        data = dict(label)
+    else:
+        raise TypeError(f"cannot serialise a label of type {type(label).__name__}")
+    if not isinstance(data, Mapping) or "id" not in data:
+        raise TypeError(f"a label must serialise to a JSON object with an 'id', got {data!r}")
+    record = dict(data)
+    differing = _differing(record, config)
+    if differing:
+        raise ValueError(
+            f"label {record['id']!r} has {_describe(record)} but this run expects "
+            f"{_describe(config)} (differs in {', '.join(differing)})"
+        )
+    return record
+
+
+def _error(message: str) -> int:
+    print(f"rlaif-gym label: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_label(args: argparse.Namespace) -> int:
+    """Label the pairs described by ``args``; returns the exit code."""
+    out = Path(args.out)
+    config = labeler_config(args)
+    try:
+        done = prepare_output(out, config)
+    except LabelFileError as exc:
+        return _error(str(exc))
+
+    try:
+        pairs = load_preference_pairs(
+            args.task, path=args.pairs, data_dir=args.data_dir, split=args.split,
+            high_confidence=args.high_confidence, limit=args.limit,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        return _error(f"cannot load {args.task} pairs: {exc}")
+
+    todo, seen = [], set(done)
+    for pair in pairs:
+        if str(pair.id) not in seen:
+            seen.add(str(pair.id))
+            todo.append(pair)
+    skipped = len(pairs) - len(todo)
+    if not todo:
+        print(f"all {len(pairs)} pairs are already labeled in {out}")
+        return 0
+    print(f"labeling {len(todo)} pairs with {args.judge} ({skipped} already in {out})",
+          file=sys.stderr)
+
+    try:
+        judge = load_judge(args.judge, num_threads=args.threads)
+    except (OSError, ValueError) as exc:
+        return _error(f"cannot load judge {args.judge!r}: {exc}")
+
+    written = 0
+    try:
+        with out.open("a", encoding="utf-8") as f:
+            labels = label_pairs(
+                judge, todo, prompt=args.prompt, cot=args.cot, shots=args.shots,
+                batch_size=args.batch_size, cot_max_tokens=args.cot_max_tokens,
+                progress=True,
+            )
+            for label in labels:
+                f.write(json.dumps(label_to_record(label, config), ensure_ascii=False) + "\n")
+                f.flush()
+                written += 1
+    except (OSError, ValueError) as exc:
+        return _error(f"{exc} ({written} new labels were written to {out}; re-run to resume)")
+    except KeyboardInterrupt:
+        print(f"rlaif-gym label: interrupted; {written} new labels were written to {out}; "
+              "re-run the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        if written:
+            print(f"wrote {written} labels to {out}", file=sys.stderr)
+
+    found = read_labels_jsonl(out)
+    print(format_table([alignment_report(found.records, source=str(out))]))
+    return 0
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+def run_alignment(args: argparse.Namespace) -> int:
+    """Print alignment and position bias for each labels file; 2 if any file is bad."""
+    reports, status = [], 0
+    for path in args.labels:
+        try:
+            found = read_labels_jsonl(path)
+            reports.append(alignment_report(found.records, source=str(path)))
+        except (OSError, ValueError) as exc:
+            print(f"rlaif-gym alignment: error: {path}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        if found.bad_tail is not None:
+            print(f"rlaif-gym alignment: warning: {path}: ignoring an incomplete last line",
+                  file=sys.stderr)
+    if args.json:
+        for report in reports:
+            print(json.dumps(report.to_dict()))
+    elif reports:
+        print(format_table(reports))
+    return status

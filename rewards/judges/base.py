@@ -1,0 +1,137 @@
+"""The :class:`Judge` interface: what preference labeling and direct scoring need from an LLM.
+
+Everything above this layer (``rewards.preference``, ``rewards.direct``) works on rendered
+TEXT prompts and a handful of primitives, so a backend only has to implement:
+
+* :meth:`Judge.render` - chat messages + assistant prefix -> one prompt string,
+* :meth:`Judge.next_token_logprobs` - log P(candidate token | prompt) under the full
+  vocabulary softmax, shape ``(n_prompts, n_candidates)``,
+* :meth:`Judge.generate` - greedy continuations (chain-of-thought rationales),
+* :meth:`Judge.is_single_token` - whether a string is one token in the judge's vocabulary.
+
+:meth:`Judge.next_token_logprobs_shared_prefix` and :meth:`Judge.next_token_logprobs_two_step`
+have default implementations on top of :meth:`next_token_logprobs`; a backend overrides them
+when it can do better (reusing a KV cache, reading two positions of one forward pass).
+
+A *prompt* is either a string or a sequence of text SEGMENTS. Segments are tokenized one by
+one and the token ids concatenated, so ``(prefix, suffix)`` gives exactly the same token ids
+whether it goes through the plain path or the shared-prefix path (tokenizing
+``prefix + suffix`` jointly could merge tokens across the boundary).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from rewards.prompts import ChatPrompt
+
+__all__ = ["Judge", "JudgeError", "Prompt", "as_segments"]
+
+#: A prompt: one string, or text segments tokenized separately and concatenated.
+Prompt = str | Sequence[str]
+
+
+class JudgeError(ValueError):
+    """A judge cannot answer the request (bad candidate, bad prompt, bad output)."""
+
+
+def as_segments(prompt: Prompt) -> tuple[str, ...]:
+    """``prompt`` as a non-empty tuple of string segments.
+
+    Raises:
+        TypeError: not a string or a sequence of strings.
+        JudgeError: no segments, or all segments empty.
+    """
+    if isinstance(prompt, str):
+        segments: tuple[str, ...] = (prompt,)
+    elif isinstance(prompt, Sequence) and not isinstance(prompt, (bytes, bytearray)):
+        segments = tuple(prompt)
+        bad = [type(s).__name__ for s in segments if not isinstance(s, str)]
+        if bad:
+            raise TypeError(f"prompt segments must be str, got {bad}")
+    else:
+        raise TypeError(
+            f"a prompt must be a str or a sequence of str segments, got {type(prompt).__name__}"
+        )
+    if not any(segments):
+        raise JudgeError("empty prompt: a judge needs at least one character of context")
+    return segments
+
+
+class Judge(ABC):
+    """An LLM used as an AI labeler. Subclasses set :attr:`name` and implement the four
+    abstract primitives."""
+
+    #: Human-readable id of the judge model (recorded in preference labels).
+    name: str = "judge"
+
+    @abstractmethod
+    def render(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str = "") -> str:
+        """Render chat ``messages`` as the judge's prompt text, with the start of the
+        assistant turn (generation prompt) followed by ``assistant_prefix``."""
+
+    @abstractmethod
+    def next_token_logprobs(
+        self, prompts: Sequence[Prompt], candidates: Sequence[str]
+    ) -> np.ndarray:
+        """Log-probabilities of each single-token candidate as the next token.
+
+        Returns:
+            float64 array ``(len(prompts), len(candidates))``, values ``<= 0`` (full
+            vocabulary softmax, so a row need not sum to 1 over the candidates).
+
+        Raises:
+            JudgeError: a candidate is not exactly one token.
+        """
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[str]:
+        """Greedy continuation of each prompt (at most ``max_new_tokens`` tokens, stopping at
+        end of turn), decoded without special tokens."""
+
+    @abstractmethod
+    def is_single_token(self, text: str) -> bool:
+        """Whether ``text`` is exactly one token of the judge's vocabulary."""
+
+    # ----------------------------------------------------------------- derived primitives
+
+    def render_chat(self, chat: ChatPrompt) -> str:
+        """:meth:`render` of a :class:`rewards.prompts.ChatPrompt`."""
+        return self.render(chat.messages, chat.assistant_prefix)
+
+    def next_token_logprobs_shared_prefix(
+        self, prefix: str, suffixes: Sequence[str], candidates: Sequence[str]
+    ) -> np.ndarray:
+        """:meth:`next_token_logprobs` of the prompts ``(prefix, suffix)`` for each suffix,
+        shape ``(len(suffixes), len(candidates))``. Backends with a KV cache run the prefix
+        once; this default just builds the two-segment prompts."""
+        return self.next_token_logprobs([(prefix, s) for s in suffixes], candidates)
+
+    def next_token_logprobs_two_step(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[str],
+        then: str,
+        then_candidates: Sequence[str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Log-probabilities at two consecutive positions.
+
+        Returns:
+            ``(first, second)``: ``first[i, j] = log P(candidates[j] | prompts[i])`` with shape
+            ``(n, len(candidates))`` and ``second[i, j] = log P(then_candidates[j] |
+            prompts[i] + then)`` with shape ``(n, len(then_candidates))``, where ``then`` is
+            appended as its own segment (one token, e.g. ``"1"``). The default makes two
+            calls; a backend can read both positions from one forward pass.
+        """
+        first = self.next_token_logprobs(prompts, candidates)
+        extended = [(*as_segments(p), then) for p in prompts]
+        second = self.next_token_logprobs(extended, then_candidates)
+        return first, second
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,341 @@
+"""A :class:`~rewards.judges.base.Judge` backed by a local ``transformers`` causal LM.
+
+* Plain path: prompts are tokenized (segment by segment), sorted by length, LEFT-padded into
+  batches of ``batch_size`` with an attention mask and position ids that count only real
+  tokens, and only the last position's logits are projected onto the vocabulary
+  (``logits_to_keep``). Log-probabilities use the full-vocabulary log-softmax in float32.
+* Shared-prefix path: the prefix runs once (batch 1) into a ``DynamicCache``; the cache is
+  repeated along the batch (``batch_repeat_interleave``) and the RIGHT-padded suffixes run
+  from it in one batch, reading the logits at each suffix's last real token.
+* Everything runs under ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
+from rewards.prompts import render_plain
+
+__all__ = ["TransformersJudge"]
+
+
+class TransformersJudge(Judge):
+    """Judge running a ``transformers`` causal LM in-process.
+
+    Args:
+        model_spec_or_model: a model spec understood by :func:`rlaif_gym.models.load_causal_lm`
+            (short name such as ``"qwen2.5-coder-0.5b-instruct"``, ``"tiny-random"``, folder,
+            ``.gguf`` path, hub id) or an already loaded ``PreTrainedModel``.
+        tokenizer: required with a model object; loaded from the spec otherwise.
+        dtype: parameter dtype (``None``: the loader's default, bfloat16 for the Qwen judges;
+            with a model object, ``None`` keeps the model's dtype).
+        device: ``"cpu"``, ``"cuda"``, ...
+        num_threads: ``torch.set_num_threads`` (process-wide) when given.
+        batch_size: sequences per forward pass in the plain path and in generation.
+        name: recorded in labels (default: the spec, or the model's ``name_or_path``).
+    """
+
+    def __init__(
+        self,
+        model_spec_or_model: Any,
+        tokenizer: Any = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+        num_threads: int | None = None,
+        batch_size: int = 8,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if num_threads is not None:
+            if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+                raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+            torch.set_num_threads(num_threads)
+        if isinstance(model_spec_or_model, (str, Path)):
+            from rlaif_gym.models import load_causal_lm, load_tokenizer
+
+            spec = str(model_spec_or_model)
+            model = load_causal_lm(spec, dtype=dtype, device=device, num_threads=num_threads)
+            if tokenizer is None:
+                tokenizer = load_tokenizer(spec, padding_side="left")
+            default_name = spec
+        else:
+            model = model_spec_or_model
+            if not isinstance(model, torch.nn.Module):
+                raise TypeError(
+                    "model_spec_or_model must be a model spec (str/path) or a torch model, got "
+                    f"{type(model).__name__}"
+                )
+            if tokenizer is None:
+                raise TypeError("pass tokenizer= together with a model object")
+            if dtype is not None:
+                model = model.to(dtype=getattr(torch, str(dtype).removeprefix("torch."), dtype))
+            model = model.to(torch.device(device))
+            config = getattr(model, "config", None)
+            default_name = getattr(config, "name_or_path", "") or type(model).__name__
+        model.eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.name = name or default_name
+        self.device = next(model.parameters()).device
+        self._pad_id = self._pick_pad_id()
+        self._stop_ids = self._pick_stop_ids()
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._has_logits_to_keep = "logits_to_keep" in params
+
+    # ----------------------------------------------------------------- tokenizer helpers
+
+    def _pick_pad_id(self) -> int:
+        tok = self.tokenizer
+        for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0  # unreachable; keeps type checkers happy
+
+    def _pick_stop_ids(self) -> list[int]:
+        tok = self.tokenizer
+        ids = set()
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        vocab = tok.get_vocab()
+        for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
+            if text in vocab:
+                ids.add(int(vocab[text]))
+        config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if isinstance(config_eos, int):
+            ids.add(config_eos)
+        elif isinstance(config_eos, (list, tuple)):
+            ids.update(int(i) for i in config_eos)
+        return sorted(ids)
+
+    def _token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of ``prompt``: each segment tokenized without added special tokens, then
+        concatenated (special tokens written in the text, e.g. ``<|im_start|>``, are kept)."""
+        ids: list[int] = []
+        for segment in as_segments(prompt):
+            ids.extend(self._token_ids(segment))
+        if not ids:
+            raise JudgeError("prompt tokenized to zero tokens")
+        return ids
+
+    def is_single_token(self, text: str) -> bool:
+        return len(self._token_ids(text)) == 1
+
+    def candidate_ids(self, candidates: Sequence[str]) -> list[int]:
+        """One token id per candidate; raises :class:`JudgeError` for a multi-token one."""
+        if isinstance(candidates, str) or len(candidates) == 0:
+            raise JudgeError(f"candidates must be a non-empty sequence of str, got {candidates!r}")
+        out = []
+        for cand in candidates:
+            ids = self._token_ids(cand)
+            if len(ids) != 1:
+                pieces = self.tokenizer.convert_ids_to_tokens(ids)
+                raise JudgeError(
+                    f"candidate {cand!r} is {len(ids)} tokens {pieces} for judge {self.name!r}; "
+                    "next-token log-probabilities need single-token candidates"
+                )
+            out.append(ids[0])
+        return out
+
+    # ----------------------------------------------------------------- rendering
+
+    def render(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str = "") -> str:
+        """Chat template (``add_generation_prompt=True``) + ``assistant_prefix``; plain text
+        (:func:`rewards.prompts.render_plain`) when the tokenizer has no chat template."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+            )
+            return text + assistant_prefix
+        return render_plain(messages, assistant_prefix)
+
+    # ----------------------------------------------------------------- forward helpers
+
+    def _forward(self, **kwargs: Any) -> Any:
+        cache = kwargs.pop("cache", None)
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        keep = kwargs.pop("logits_to_keep", None)
+        if keep is not None and self._has_logits_to_keep:
+            kwargs["logits_to_keep"] = keep
+            return self.model(**kwargs).logits
+        logits = self.model(**kwargs).logits
+        if keep is None:
+            return logits
+        if isinstance(keep, int):
+            return logits[:, -keep:]
+        return torch.take_along_dim(logits, keep[..., None].to(logits.device), dim=1)
+
+    def _left_padded(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids):] = 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": mask.to(self.device),
+            "position_ids": position_ids.to(self.device),
+        }
+
+    def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Indices grouped into batches of similar length (less padding)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        for start in range(0, len(order), self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    def _last_logprobs(self, encoded: list[list[int]], n_last: int) -> torch.Tensor:
+        """Log-softmax (float32) of the logits at the last ``n_last`` positions of each
+        sequence, shape ``(n, n_last, vocab)``, in input order."""
+        out: list[torch.Tensor | None] = [None] * len(encoded)
+        with torch.inference_mode():
+            for idx in self._batches([len(e) for e in encoded]):
+                inputs = self._left_padded([encoded[i] for i in idx])
+                logits = self._forward(**inputs, use_cache=False, logits_to_keep=n_last)
+                logp = logits[:, -n_last:].float().log_softmax(-1).cpu()
+                for row, i in enumerate(idx):
+                    out[i] = logp[row]
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    # ----------------------------------------------------------------- primitives
+
+    def next_token_logprobs(
+        self, prompts: Sequence[Prompt], candidates: Sequence[str]
+    ) -> np.ndarray:
+        cand = self.candidate_ids(candidates)
+        if len(prompts) == 0:
+            return np.zeros((0, len(cand)), dtype=np.float64)
+        encoded = [self.encode(p) for p in prompts]
+        logp = self._last_logprobs(encoded, n_last=1)[:, -1]
+        return logp[:, cand].double().numpy()
+
+    def next_token_logprobs_two_step(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[str],
+        then: str,
+        then_candidates: Sequence[str],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Both positions from ONE forward pass over ``prompt + then``: the logits at the
+        last prompt token give the first step, those at ``then`` the second."""
+        cand = self.candidate_ids(candidates)
+        (then_id,) = self.candidate_ids([then])
+        then_cand = self.candidate_ids(then_candidates)
+        if len(prompts) == 0:
+            return np.zeros((0, len(cand))), np.zeros((0, len(then_cand)))
+        encoded = [self.encode(p) + [then_id] for p in prompts]
+        logp = self._last_logprobs(encoded, n_last=2)
+        return logp[:, 0, cand].double().numpy(), logp[:, 1, then_cand].double().numpy()
+
+    def next_token_logprobs_shared_prefix(
+        self, prefix: str, suffixes: Sequence[str], candidates: Sequence[str]
+    ) -> np.ndarray:
+        """Run ``prefix`` once, then all suffixes from its KV cache (right-padded, batches of
+        ``batch_size``). Same token ids as ``next_token_logprobs([(prefix, s), ...])``."""
+        from transformers import DynamicCache
+
+        cand = self.candidate_ids(candidates)
+        if len(suffixes) == 0:
+            return np.zeros((0, len(cand)), dtype=np.float64)
+        prefix_ids = self.encode(prefix)
+        suffix_ids = [self.encode(s) for s in suffixes]
+        n_prefix = len(prefix_ids)
+        out = np.empty((len(suffixes), len(cand)), dtype=np.float64)
+        with torch.inference_mode():
+            prefix_cache = DynamicCache(config=self.model.config)
+            self._forward(
+                input_ids=torch.tensor([prefix_ids], device=self.device),
+                attention_mask=torch.ones((1, n_prefix), dtype=torch.long, device=self.device),
+                position_ids=torch.arange(n_prefix, device=self.device)[None],
+                cache=prefix_cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            chunks = [
+                list(range(s, min(s + self.batch_size, len(suffixes))))
+                for s in range(0, len(suffixes), self.batch_size)
+            ]
+            for k, idx in enumerate(chunks):
+                # The forward appends the suffix to the cache: reuse the original only last.
+                cache = prefix_cache if k == len(chunks) - 1 else copy.deepcopy(prefix_cache)
+                logp = self._suffix_logprobs(cache, n_prefix, [suffix_ids[i] for i in idx])
+                out[idx] = logp[:, cand].double().numpy()
+        return out
+
+    def _suffix_logprobs(
+        self, cache: Any, n_prefix: int, batch: list[list[int]]
+    ) -> torch.Tensor:
+        """Log-softmax at the last real token of each right-padded suffix continuing the
+        cached prefix; ``cache`` is consumed (expanded and extended)."""
+        m = len(batch)
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((m, width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((m, n_prefix + width), dtype=torch.long)
+        mask[:, :n_prefix] = 1
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, n_prefix:n_prefix + len(ids)] = 1
+        if m > 1:
+            cache.batch_repeat_interleave(m)
+        position_ids = (n_prefix + torch.arange(width))[None].expand(m, width)
+        last = torch.tensor([[len(ids) - 1] for ids in batch], dtype=torch.long)
+        logits = self._forward(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=position_ids.to(self.device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=last.to(self.device),
+        )
+        return logits[:, -1].float().log_softmax(-1).cpu()
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[str]:
+        """Greedy decoding (batched, left-padded), stopping at the end-of-turn/eos tokens."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        encoded = [self.encode(p) for p in prompts]
+        out: list[str | None] = [None] * len(encoded)
+        with torch.inference_mode():
+            for idx in self._batches([len(e) for e in encoded]):
+                inputs = self._left_padded([encoded[i] for i in idx])
+                inputs.pop("position_ids")  # generate derives them from the attention mask
+                width = inputs["input_ids"].shape[1]
+                sequences = self.model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self._pad_id,
+                    eos_token_id=self._stop_ids or None,
+                )
+                new_tokens = sequences[:, width:].cpu()
+                for row, i in enumerate(idx):
+                    out[i] = self._decode_new(new_tokens[row].tolist())
+        return [text or "" for text in out]
+
+    def _decode_new(self, ids: list[int]) -> str:
+        stops = set(self._stop_ids)
+        for pos, token in enumerate(ids):
+            if token in stops:
+                ids = ids[:pos]
+                break
+        return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,310 @@
+"""AI preference labels (Lee et al. 2023, section 2.1): soft labels from an LLM judge.
+
+For a pair ``(context, responses[0], responses[1])`` the judge sees the template's prompt
+with the responses in BOTH orders (position debiasing, section 2.1.1). In each order the soft
+label is the softmax over log P("1") and log P("2") right after the ending
+(``"Preferred Summary="``); the two orders are mapped to P(responses[0] preferred) and
+averaged::
+
+    p_order_ab = P(responses[0] preferred | shown first)
+    p_order_ba = P(responses[0] preferred | shown second)
+    p_first    = (p_order_ab + p_order_ba) / 2
+
+For templates whose label picks the WORSE response (harmlessness: "which response is more
+harmful"), P(shown-first preferred) = P(label "2").
+
+Non-CoT prompts of the two orders share everything up to the context line (chat template,
+preamble, exemplars, ``Text - {context}``), so the judge's shared-prefix primitive runs that
+prefix once per pair. CoT (section 2.1.2) is two steps: a greedy rationale after the CoT
+ending (``"... Rationale:"``), then the rationale + ``"\\n" + ending`` is scored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rewards.judges.base import Judge
+from rewards.normalization import preference_from_logprobs
+from rewards.prompts import (
+    ChatPrompt,
+    PreferenceTemplate,
+    PromptTemplate,
+    load_template,
+    render_preference_messages,
+)
+from rlaif_gym.data.records import PreferencePair
+
+__all__ = ["PreferenceLabel", "label_pairs", "shared_rendered_prefix"]
+
+_SENTINEL = "\ue00f"
+
+
+@dataclass(frozen=True)
+class PreferenceLabel:
+    """One AI preference label.
+
+    Attributes:
+        id, task: from the :class:`~rlaif_gym.data.records.PreferencePair`.
+        p_first: P(responses[0] preferred), both orders averaged, in [0, 1].
+        p_order_ab: P(responses[0] preferred) when it is shown first.
+        p_order_ba: P(responses[0] preferred) when it is shown second.
+        human_choice, confidence: copied from the pair (``None`` when unknown).
+        prompt: preamble variant (``"base"``, ``"detailed"``).
+        cot, shots: chain-of-thought flag and number of exemplars.
+        judge: the judge's name.
+        rationales: CoT rationales ``(order ab, order ba)``, ``None`` without CoT.
+    """
+
+    id: str
+    task: str
+    p_first: float
+    p_order_ab: float
+    p_order_ba: float
+    human_choice: int | None
+    confidence: int | None
+    prompt: str
+    cot: bool
+    shots: int
+    judge: str
+    rationales: tuple[str, str] | None = None
+
+    @property
+    def ai_choice(self) -> int:
+        """0 if the judge prefers responses[0] (``p_first >= 0.5``), else 1."""
+        return 0 if self.p_first >= 0.5 else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.rationales is not None:
+            data["rationales"] = list(self.rationales)
+        return data
+
+    def to_json(self) -> str:
+        """One line of JSON (for JSON Lines files)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, data: str | Mapping[str, Any]) -> PreferenceLabel:
+        """Inverse of :meth:`to_json` (accepts the JSON string or the parsed dict).
+
+        Raises:
+            ValueError: invalid JSON, missing or unknown fields.
+        """
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"preference label is not valid JSON: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ValueError(f"preference label must be a JSON object, got {type(data).__name__}")
+        fields = set(cls.__dataclass_fields__)
+        missing = fields - set(data) - {"rationales"}
+        unknown = set(data) - fields
+        if missing or unknown:
+            raise ValueError(
+                f"preference label fields: missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
+        values = dict(data)
+        rationales = values.get("rationales")
+        values["rationales"] = None if rationales is None else tuple(rationales)
+        for key in ("p_first", "p_order_ab", "p_order_ba"):
+            values[key] = float(values[key])
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_pair(pair: PreferencePair) -> None:
+    if not isinstance(pair, PreferencePair):
+        raise TypeError(f"expected a PreferencePair, got {type(pair).__name__}")
+    if len(pair.responses) != 2:
+        raise ValueError(f"pair {pair.id!r}: expected 2 responses, got {len(pair.responses)}")
+    if not isinstance(pair.context, str) or not pair.context.strip():
+        raise ValueError(f"pair {pair.id!r}: empty context")
+    for k, response in enumerate(pair.responses):
+        if not isinstance(response, str) or not response.strip():
+            raise ValueError(f"pair {pair.id!r}: empty response {k}")
+
+
+def _p_shown_first(tpl: PreferenceTemplate, logprobs: np.ndarray) -> np.ndarray:
+    """P(the response shown as "1" is preferred) from ``(n, 2)`` log P(labels)."""
+    p_label_1 = preference_from_logprobs(logprobs[:, 0], logprobs[:, 1])
+    return p_label_1 if tpl.label_selects == "better" else 1.0 - p_label_1
+
+
+def shared_rendered_prefix(
+    judge: Judge, chats: Sequence[ChatPrompt], rendered: Sequence[str] | None = None
+) -> str | None:
+    """The rendered text shared by all ``chats`` up to their ``shared_user_head``.
+
+    Renders the head followed by a sentinel through the judge's chat template and cuts at
+    the sentinel; returns ``None`` when the template does not keep the head verbatim (then
+    the caller falls back to full prompts). ``rendered``: the chats already rendered.
+    """
+    first = chats[0]
+    if first.shared_user_head is None or any(
+        c.shared_user_head != first.shared_user_head for c in chats
+    ):
+        return None
+    probe_messages = (*first.messages[:-1], {
+        "role": first.messages[-1]["role"], "content": first.shared_user_head + _SENTINEL
+    })
+    probe = judge.render(probe_messages, first.assistant_prefix)
+    cut = probe.find(_SENTINEL)
+    if cut <= 0:
+        return None
+    prefix = probe[:cut]
+    texts = rendered if rendered is not None else [judge.render_chat(c) for c in chats]
+    if not all(text.startswith(prefix) for text in texts):
+        return None
+    return prefix
+
+
+def _chunks(items: Sequence[PreferencePair], size: int) -> Iterator[Sequence[PreferencePair]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# --------------------------------------------------------------------------- labeling
+
+
+def label_pairs(
+    judge: Judge,
+    pairs: Iterable[PreferencePair],
+    *,
+    prompt: str = "base",
+    cot: bool = False,
+    shots: int = 0,
+    cot_max_tokens: int = 256,
+    batch_size: int = 8,
+    progress: bool = True,
+    template: str | Path | PromptTemplate | None = None,
+) -> Iterator[PreferenceLabel]:
+    """Label ``pairs`` with ``judge``, yielding one :class:`PreferenceLabel` per pair, in
+    order, as soon as it is ready (so a caller can append to a file and resume).
+
+    Args:
+        judge: any :class:`~rewards.judges.base.Judge`.
+        pairs: the pairs to label (their ``task`` picks the template unless ``template``).
+        prompt: preamble variant of the template (``"base"``, ``"detailed"``).
+        cot: two-step chain-of-thought labeling.
+        shots: number of few-shot exemplars.
+        cot_max_tokens: maximum rationale length in tokens (greedy decoding).
+        batch_size: pairs per CoT step (two prompts per pair); non-CoT labels are computed
+            pair by pair with the shared-prefix primitive (both orders in one batch).
+        progress: show a tqdm progress bar (on stderr).
+        template: a template name/path/object for all pairs instead of ``pair.task``.
+
+    Raises:
+        ValueError: a pair with an empty context or response (naming the pair id), unknown
+            prompt variant, bad ``shots``/``batch_size``/``cot_max_tokens``.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if cot and (not isinstance(cot_max_tokens, int) or cot_max_tokens < 1):
+        raise ValueError(f"cot_max_tokens must be a positive int, got {cot_max_tokens!r}")
+    pairs = list(pairs)
+    for pair in pairs:  # fail before any model call
+        _check_pair(pair)
+    for task in sorted({p.task for p in pairs}):  # unknown task / variant / shots: fail early
+        render_preference_messages(load_template(task if template is None else template),
+                                   "c", "a", "b", prompt=prompt, cot=cot, shots=shots)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(pairs), desc=f"labeling ({judge.name})", unit="pair",
+               disable=not progress)
+    try:
+        if cot:
+            for chunk in _chunks(pairs, batch_size):
+                yield from _label_cot(judge, chunk, template, prompt, shots, cot_max_tokens)
+                bar.update(len(chunk))
+        else:
+            for pair in pairs:
+                yield _label_direct_pair(judge, pair, template, prompt, shots)
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def _chats(pair: PreferencePair, template: Any, prompt: str, cot: bool,
+           shots: int) -> tuple[PreferenceTemplate, ChatPrompt, ChatPrompt]:
+    loaded = load_template(pair.task if template is None else template)
+    first, second = pair.responses
+    ab = render_preference_messages(loaded, pair.context, first, second,
+                                    prompt=prompt, cot=cot, shots=shots)
+    ba = render_preference_messages(loaded, pair.context, second, first,
+                                    prompt=prompt, cot=cot, shots=shots)
+    return loaded.require_preference(), ab, ba
+
+
+def _make_label(pair: PreferencePair, judge: Judge, p_ab: float, p_ba: float, prompt: str,
+                cot: bool, shots: int, rationales: tuple[str, str] | None) -> PreferenceLabel:
+    return PreferenceLabel(
+        id=pair.id,
+        task=pair.task,
+        p_first=float((p_ab + p_ba) / 2.0),
+        p_order_ab=float(p_ab),
+        p_order_ba=float(p_ba),
+        human_choice=pair.human_choice,
+        confidence=pair.confidence,
+        prompt=prompt,
+        cot=cot,
+        shots=shots,
+        judge=judge.name,
+        rationales=rationales,
+    )
+
+
+def _label_direct_pair(judge: Judge, pair: PreferencePair, template: Any, prompt: str,
+                       shots: int) -> PreferenceLabel:
+    tpl, ab, ba = _chats(pair, template, prompt, False, shots)
+    full = [judge.render_chat(ab), judge.render_chat(ba)]
+    prefix = shared_rendered_prefix(judge, [ab, ba], full)
+    if prefix is None:
+        logprobs = judge.next_token_logprobs(full, tpl.labels)
+    else:
+        suffixes = [text[len(prefix):] for text in full]
+        logprobs = judge.next_token_logprobs_shared_prefix(prefix, suffixes, tpl.labels)
+    p_shown_first = _p_shown_first(tpl, logprobs)
+    return _make_label(pair, judge, p_shown_first[0], 1.0 - p_shown_first[1], prompt,
+                       False, shots, None)
+
+
+def _clean_rationale(text: str, ending: str) -> str:
+    """The generated rationale, cut before the model writes the ending itself."""
+    cut = text.find(ending.strip())
+    if cut >= 0:
+        text = text[:cut]
+    return text.rstrip()
+
+
+def _label_cot(judge: Judge, pairs: Sequence[PreferencePair], template: Any, prompt: str,
+               shots: int, max_tokens: int) -> list[PreferenceLabel]:
+    tpls, step1 = [], []
+    for pair in pairs:
+        tpl, ab, ba = _chats(pair, template, prompt, True, shots)
+        tpls.append(tpl)
+        step1.extend([judge.render_chat(ab), judge.render_chat(ba)])
+    generated = judge.generate(step1, max_tokens)
+    rationales = [_clean_rationale(g, tpls[i // 2].ending) for i, g in enumerate(generated)]
+    step2 = [
+        (p, f"{r}\n{tpls[i // 2].ending}")
+        for i, (p, r) in enumerate(zip(step1, rationales, strict=True))
+    ]
+    labels_of = {tpl.labels for tpl in tpls}
+    if len(labels_of) != 1:
+        raise ValueError(f"pairs in one batch use different label tokens: {sorted(labels_of)}")
+    logprobs = judge.next_token_logprobs(step2, tpls[0].labels)
+    out = []
+    for k, pair in enumerate(pairs):
+        p_first_shown = _p_shown_first(tpls[k], logprobs[2 * k:2 * k + 2])
+        out.append(_make_label(pair, judge, p_first_shown[0], 1.0 - p_first_shown[1], prompt,
+                               True, shots, (rationales[2 * k], rationales[2 * k + 1])))
+    return out

@@ -1,0 +1,55 @@
+"""Typed records and loaders for the RLAIF datasets (TL;DR posts and comparisons, HH-RLHF).
+
+See :mod:`rlaif_gym.data.loaders` for how a source (local folder, Hugging Face Hub, embedded
+sample) is chosen.
+"""
+
+from rlaif_gym.data.loaders import (
+    ASSISTANT_PREFIX,
+    DATA_LAYOUT,
+    ENV_DATA_DIR,
+    HIGH_CONFIDENCE,
+    PAIR_FILE_FORMATS,
+    DataSourceWarning,
+    HubUnavailableError,
+    format_tldr_post,
+    load_hh,
+    load_preference_pairs,
+    load_tldr_comparisons,
+    load_tldr_posts,
+    resolve_data_dir,
+    split_hh_dialogue,
+)
+from rlaif_gym.data.records import (
+    DataSource,
+    HHPair,
+    PreferencePair,
+    PromptRecord,
+    RecordList,
+    TldrComparison,
+    TldrPost,
+)
+
+__all__ = [
+    "ASSISTANT_PREFIX",
+    "DATA_LAYOUT",
+    "ENV_DATA_DIR",
+    "HIGH_CONFIDENCE",
+    "PAIR_FILE_FORMATS",
+    "DataSource",
+    "DataSourceWarning",
+    "HHPair",
+    "HubUnavailableError",
+    "PreferencePair",
+    "PromptRecord",
+    "RecordList",
+    "TldrComparison",
+    "TldrPost",
+    "format_tldr_post",
+    "load_hh",
+    "load_preference_pairs",
+    "load_tldr_comparisons",
+    "load_tldr_posts",
+    "resolve_data_dir",
+    "split_hh_dialogue",
+]

@@ -1,0 +1,14 @@
+"""Gymnasium environments: token-by-token text generation rewarded at the end of the episode."""
+
+from rlaif_gym.envs import registration
+from rlaif_gym.envs.registration import ENV_IDS, TASK_ENV_IDS
+from rlaif_gym.envs.text_env import TextGenerationEnv
+from rlaif_gym.envs.vector_env import TextGenerationVectorEnv
+
+__all__ = [
+    "ENV_IDS",
+    "TASK_ENV_IDS",
+    "TextGenerationEnv",
+    "TextGenerationVectorEnv",
+    "registration",
+]

@@ -1,0 +1,367 @@
+"""A natively batched (NumPy) vector version of :class:`~rlaif_gym.envs.text_env.TextGenerationEnv`.
+
+State lives in arrays: ``tokens`` ``(B, max_len)`` int64, ``lengths``/``prompt_lengths``
+``(B,)``; a step is a handful of vectorized NumPy operations. Python loops only run over
+sub-environments that end or reset in that step. All episodes that end in one step are
+decoded together and scored with ONE call to the reward function.
+
+Semantics match ``gymnasium.vector.SyncVectorEnv`` over ``B`` single envs (same
+observations, rewards, terminations and infos for the same seeds and actions):
+
+* seeding: sub-env ``i`` owns its own generator; ``reset(seed=s)`` seeds it with ``s + i``
+  (a list seeds each sub-env with its own entry; ``None`` keeps the current generators),
+  and every prompt sampled for sub-env ``i``, also at an autoreset, comes from that
+  generator.
+* ``autoreset_mode``: ``NEXT_STEP`` (default; the step after an episode ended resets that
+  sub-env, ignoring its action, with reward 0 and ``terminated=False``), ``SAME_STEP`` (the
+  ending step resets at once; the final observation/info go to ``info["final_obs"]`` and
+  ``info["final_info"]``) or ``DISABLED`` (reset ended sub-envs yourself with
+  ``reset(options={"reset_mask": mask})``).
+* infos: Gymnasium's vector layout, ``info[key]`` an array over sub-envs with mask
+  ``info["_" + key]``; strings are object arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from rewards.base import RewardFunction
+from rlaif_gym.data.records import PromptRecord, RecordList
+from rlaif_gym.envs.text_env import DEFAULT_POLICY, EpisodeCore
+from rlaif_gym.tasks import Task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["TextGenerationVectorEnv"]
+
+
+_SCALAR_DTYPES = {int: np.dtype(int), float: np.dtype(float), bool: np.dtype(bool)}
+
+
+def _empty_info_array(value: Any, num_envs: int) -> np.ndarray:
+    """The array ``VectorEnv._add_info`` creates for a new info key whose first value is
+    ``value``: numbers of the value's type, stacked arrays, or an object array of None."""
+    kind = type(value)
+    dtype = _SCALAR_DTYPES.get(kind)
+    if dtype is not None:
+        return np.zeros(num_envs, dtype=dtype)
+    if issubclass(kind, np.number):
+        return np.zeros(num_envs, dtype=kind)
+    if kind is np.ndarray:
+        return np.zeros((num_envs, *value.shape), dtype=value.dtype)
+    return np.empty(num_envs, dtype=object)  # object arrays start out filled with None
+
+
+class TextGenerationVectorEnv(VectorEnv):
+    """``num_envs`` text-generation episodes stepped together; actions ``(num_envs,)`` ints.
+
+    Takes the keyword arguments of :class:`TextGenerationEnv` plus ``num_envs`` and
+    ``autoreset_mode`` (an :class:`~gymnasium.vector.AutoresetMode` or its string value).
+
+    Observation: ``{"tokens": int64 (num_envs, max_len), "length": int64 (num_envs,)}``.
+    """
+
+    metadata: dict[str, Any] = {
+        "render_modes": ["ansi"],
+        "render_fps": 4,
+        "autoreset_mode": AutoresetMode.NEXT_STEP,
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        task: str | Task = "tldr",
+        reward: object = "none",
+        reward_options: dict[str, Any] | None = None,
+        policy: str | Path | None = DEFAULT_POLICY,
+        tokenizer: Any = None,
+        split: str = "test",
+        data_dir: str | Path | None = None,
+        source: str = "auto",
+        max_prompt_tokens: int = 512,
+        max_new_tokens: int = 64,
+        stop_token_ids: Sequence[int] | None = None,
+        vocab_size: int | None = None,
+        render_mode: str | None = None,
+        prompts: Sequence[PromptRecord] | None = None,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        **reward_kwargs: Any,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or (
+            num_envs < 1
+        ):
+            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode must be None or one of {self.metadata['render_modes']}, "
+                f"got {render_mode!r}"
+            )
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError as exc:
+            valid = [m.value for m in AutoresetMode]
+            raise ValueError(
+                f"autoreset_mode must be one of {valid}, got {autoreset_mode!r}"
+            ) from exc
+        self.autoreset_mode = mode
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
+        self.render_mode = render_mode
+        self.num_envs = int(num_envs)
+        self.core = EpisodeCore(
+            task=task, reward=reward, reward_options=reward_options, policy=policy,
+            tokenizer=tokenizer, split=split, data_dir=data_dir, source=source,
+            max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
+            stop_token_ids=stop_token_ids, vocab_size=vocab_size, prompts=prompts,
+            reward_kwargs=reward_kwargs,
+        )
+        self.data_source = self.core.data_source
+        self.single_observation_space = self.core.observation_space
+        self.single_action_space = self.core.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+
+        n, core = self.num_envs, self.core
+        self._tokens = np.full((n, core.max_len), core.pad_token_id, dtype=np.int64)
+        self._lengths = np.zeros(n, dtype=np.int64)
+        self._prompt_lengths = np.zeros(n, dtype=np.int64)
+        self._end_lengths = np.zeros(n, dtype=np.int64)  # length at which the limit ends it
+        self._indices = np.full(n, -1, dtype=np.int64)
+        self._pending: list[int] = []  # sub-envs whose episode ended, awaiting a reset
+        self._no_envs = np.zeros(n, dtype=bool)  # template for info masks
+        self._mask_keys: dict[str, str] = {}  # info key -> "_" + key
+        self._rows = np.arange(n)
+        self._rngs: list[np.random.Generator | None] = [None] * n
+        self._started = False
+
+    # convenience views of the core
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.core.tokenizer
+
+    @property
+    def reward_fn(self) -> RewardFunction:
+        return self.core.reward_fn
+
+    @property
+    def prompts(self) -> RecordList[PromptRecord]:
+        return self.core.prompts
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"tokens": self._tokens.copy(), "length": self._lengths.copy()}
+
+    def _single_obs(self, i: int) -> dict[str, Any]:
+        """Sub-env ``i``'s observation as :class:`TextGenerationEnv` returns it."""
+        return {"tokens": self._tokens[i].copy(), "length": np.int64(self._lengths[i])}
+
+    def _seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = list(seed)  # type: ignore[arg-type]
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"got {len(seeds)} seeds for num_envs={self.num_envs}")
+        return seeds
+
+    def _indices_option(self, options: dict[str, Any]) -> list[int | None]:
+        if "index" not in options:
+            return [None] * self.num_envs
+        value = options["index"]
+        if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) == 1:
+            if len(value) != self.num_envs:
+                raise ValueError(
+                    f"options['index'] has {len(value)} entries for num_envs={self.num_envs}"
+                )
+            return [self.core.check_index(v) for v in value]
+        return [self.core.check_index(value)] * self.num_envs
+
+    def _reset_rows(self, rows: list[int], indices: Sequence[int | None] | None = None
+                    ) -> dict[str, list[Any]]:
+        """Start new episodes in sub-envs ``rows`` (prompt ``indices[i]``, or drawn from
+        sub-env ``i``'s generator when None); returns their reset infos as columns."""
+        core = self.core
+        pad, max_new = core.pad_token_id, core.max_new_tokens
+        tokens, lengths, prompt_lengths = self._tokens, self._lengths, self._prompt_lengths
+        chosen: list[int] = []
+        sizes: list[int] = []
+        for i in rows:
+            index = None if indices is None else indices[i]
+            if index is None:
+                rng = self._rngs[i]
+                if rng is None:
+                    rng, _ = seeding.np_random()
+                    self._rngs[i] = rng
+                index = core.sample_index(rng)
+            ids = core.prompt_ids(index)
+            size = ids.size
+            row = tokens[i]
+            row[:size] = ids
+            row[size:] = pad
+            lengths[i] = prompt_lengths[i] = size
+            self._end_lengths[i] = size + max_new
+            self._indices[i] = index
+            chosen.append(index)
+            sizes.append(size)
+        return {
+            "prompt_index": chosen,
+            "prompt_length": sizes,
+            "data_source": [core.data_source] * len(rows),
+        }
+
+    def _merge_info(self, infos: dict[str, Any], rows: list[int],
+                    columns: dict[str, list[Any]]) -> dict[str, Any]:
+        """Vectorized ``VectorEnv._add_info``: add per-episode ``columns`` of sub-envs
+        ``rows`` to ``infos``, with the same array dtypes and ``_key`` masks."""
+        mask_keys = self._mask_keys
+        for key, values in columns.items():
+            mask_key = mask_keys.get(key)
+            if mask_key is None:
+                mask_key = mask_keys[key] = f"_{key}"
+            array = infos.get(key)
+            if array is None:
+                array = _empty_info_array(values[0], self.num_envs)
+                mask = self._no_envs.copy()
+            else:
+                mask = infos[mask_key]
+            for i, value in zip(rows, values, strict=True):
+                array[i] = value
+                mask[i] = True
+            infos[key] = array
+            infos[mask_key] = mask
+        return infos
+
+    # -- API ---------------------------------------------------------------------------------
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Reset all sub-envs, or those in ``options["reset_mask"]`` (bool ``(num_envs,)``).
+
+        Args:
+            seed: ``int`` (sub-env ``i`` gets ``seed + i``), a list of ``num_envs`` seeds or
+                None (keep the current generators).
+            options: ``"index"``: one prompt index for every sub-env or one per sub-env;
+                ``"reset_mask"``: which sub-envs to reset.
+        """
+        options = dict(options or {})
+        unknown = sorted(set(options) - {"index", "reset_mask"})
+        if unknown:
+            raise ValueError(f"unknown reset options {unknown}; valid: ['index', 'reset_mask']")
+        seeds = self._seeds(seed)
+        indices = self._indices_option(options)
+        rows = np.flatnonzero(self._reset_mask(options.get("reset_mask"))).tolist()
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            super().reset(seed=int(seed))
+        for i in rows:
+            if seeds[i] is not None:
+                self._rngs[i], _ = seeding.np_random(seeds[i])
+        infos = self._merge_info({}, rows, self._reset_rows(rows, indices))
+        reset = set(rows)
+        self._pending = [i for i in self._pending if i not in reset]
+        self._started = True
+        return self._obs(), infos
+
+    def _reset_mask(self, mask: object) -> np.ndarray:
+        if mask is None:
+            return np.ones(self.num_envs, dtype=bool)
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_:
+            raise TypeError("options['reset_mask'] must be a numpy bool array")
+        if mask.shape != (self.num_envs,) or not mask.any():
+            raise ValueError(
+                f"options['reset_mask'] must have shape ({self.num_envs},) and at least one "
+                f"True entry, got {mask!r}"
+            )
+        if not self._started and not mask.all():
+            raise RuntimeError("the first reset() must reset every sub-env (no reset_mask)")
+        return mask
+
+    def step(
+        self, actions: object
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Append ``actions[i]`` to every running sub-env (a sub-env that autoresets in this
+        step ignores its action, which must still be a valid token id).
+
+        Returns ``(obs, rewards float64 (B,), terminated bool (B,), truncated bool (B,),
+        infos)``. Rewards are 0 except where an episode ended in this step.
+
+        Raises:
+            RuntimeError: before the first reset, or (``DISABLED`` mode) stepping a sub-env
+                whose episode ended.
+            ValueError: ``actions`` is not an integer array of shape ``(num_envs,)`` in
+                ``[0, vocab_size)``.
+        """
+        if not self._started:
+            raise RuntimeError("step() called before reset()")
+        n = self.num_envs
+        acts = self.core.check_actions(actions, n)
+        pending = self._pending
+        if pending and self.autoreset_mode == AutoresetMode.DISABLED:
+            raise RuntimeError(
+                f"sub-envs {pending} stepped after their episode ended: reset them with "
+                "reset(options={'reset_mask': mask})"
+            )
+        # Append to every row. A row awaiting its NEXT_STEP autoreset gets a junk token at
+        # position 0 (its length may be max_len) that the reset below overwrites.
+        lengths = self._lengths
+        if pending:
+            lengths[pending] = 0
+        self._tokens[self._rows, lengths] = acts
+        lengths += 1
+        ended = self.core.is_stop[acts]
+        ended |= lengths >= self._end_lengths
+        infos: dict[str, Any] = {}
+        if pending:  # NEXT_STEP autoreset: these sub-envs start over, ignoring their action
+            ended[pending] = False
+            infos = self._merge_info(infos, pending, self._reset_rows(pending))
+        rewards = np.zeros(n, dtype=np.float64)
+        if np.count_nonzero(ended):
+            rows = ended.nonzero()[0].tolist()
+            infos = self._finish(rows, rewards, infos)
+            if self.autoreset_mode != AutoresetMode.SAME_STEP:
+                self._pending = rows
+        else:
+            self._pending = []
+        return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
+
+    def _finish(self, rows: list[int], rewards: np.ndarray, infos: dict[str, Any]
+                ) -> dict[str, Any]:
+        """Score the episodes of sub-envs ``rows`` (one reward call), write their rewards
+        and add their final infos (and, in SAME_STEP mode, reset them)."""
+        tokens, starts, stops = self._tokens, self._prompt_lengths, self._lengths
+        generated = [tokens[i, starts[i] : stops[i]] for i in rows]
+        scores, columns = self.core.finish([int(self._indices[i]) for i in rows], generated)
+        rewards[rows] = scores
+        if self.autoreset_mode != AutoresetMode.SAME_STEP:
+            return self._merge_info(infos, rows, columns)
+        final_obs = [self._single_obs(i) for i in rows]
+        infos = self._merge_info(infos, rows, {"final_obs": final_obs})
+        infos["final_info"] = self._merge_info(infos.get("final_info", {}), rows, columns)
+        final_mask = infos.get("_final_info")
+        if final_mask is None:
+            final_mask = self._no_envs.copy()
+        final_mask[rows] = True
+        infos["_final_info"] = final_mask
+        return self._merge_info(infos, rows, self._reset_rows(rows))
+
+    def render(self) -> tuple[str, ...] | None:
+        """``"ansi"``: one string per sub-env (decoded prompt and completion so far)."""
+        if self.render_mode is None:
+            return None
+        return tuple(
+            self.core.render_text(self._tokens[i], int(self._prompt_lengths[i]),
+                                  int(self._lengths[i]))
+            for i in range(self.num_envs)
+        )

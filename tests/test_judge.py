@@ -1,0 +1,136 @@
+"""TransformersJudge on the tiny random model: padding, shared prefix, two-step, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rewards.judges import Judge, JudgeError, load_judge
+from rewards.judges.transformers_judge import TransformersJudge
+
+PREFIX = "<|im_start|>user\nYou are an expert rater.\n\nText - a post about cats and dogs\n"
+SUFFIXES = [
+    "Summary 1 - cats\nSummary 2 - dogs and more dogs<|im_end|>\n<|im_start|>assistant\nP=",
+    "Summary 1 - dogs and more dogs\nSummary 2 - cats<|im_end|>\n<|im_start|>assistant\nP=",
+    "Summary 1 - x\nSummary 2 - y<|im_end|>\n<|im_start|>assistant\nP=",
+]
+CANDIDATES = ["1", "2", "7"]
+
+
+@pytest.fixture(scope="module")
+def judge(tiny_model, tiny_tokenizer):
+    return TransformersJudge(tiny_model, tiny_tokenizer, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def gpt2_judge(tiny_tokenizer):
+    """A tiny GPT-2: absolute position embeddings, so wrong position ids change the output
+    (RoPE models are blind to a constant position shift)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=259, n_positions=1024, n_embd=32, n_layer=2, n_head=4,
+                        eos_token_id=258, pad_token_id=256, bos_token_id=None)
+    return TransformersJudge(GPT2LMHeadModel(config).eval(), tiny_tokenizer)
+
+
+def _reference_logprobs(judge: TransformersJudge, text: str, candidates: list[str]) -> np.ndarray:
+    """Unpadded single forward pass, full-vocabulary log-softmax of the last position."""
+    ids = torch.tensor([judge.encode(text)])
+    with torch.no_grad():
+        logits = judge.model(input_ids=ids).logits[0, -1].float()
+    cand = judge.candidate_ids(candidates)
+    return logits.log_softmax(-1)[cand].double().numpy()
+
+
+def test_next_token_logprobs_are_full_vocabulary_log_softmax(judge):
+    text = PREFIX + SUFFIXES[0]
+    got = judge.next_token_logprobs([text], CANDIDATES)
+    assert got.shape == (1, 3) and got.dtype == np.float64
+    np.testing.assert_allclose(got[0], _reference_logprobs(judge, text, CANDIDATES), atol=1e-6)
+    assert np.all(got <= 0)
+
+
+@pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
+def test_left_padded_batch_equals_unbatched(which, request):
+    judge = request.getfixturevalue(which)
+    prompts = [PREFIX + s for s in SUFFIXES] + ["short prompt", PREFIX]
+    batched = judge.next_token_logprobs(prompts, CANDIDATES)
+    single = np.stack([judge.next_token_logprobs([p], CANDIDATES)[0] for p in prompts])
+    assert np.abs(batched - single).max() < 1e-5
+
+
+@pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
+@pytest.mark.parametrize("batch_size", [8, 2])  # 2: several suffix chunks from cache copies
+def test_shared_prefix_path_equals_plain_path(which, batch_size, request):
+    base = request.getfixturevalue(which)
+    judge = TransformersJudge(base.model, base.tokenizer, batch_size=batch_size)
+    shared = judge.next_token_logprobs_shared_prefix(PREFIX, SUFFIXES, CANDIDATES)
+    plain = judge.next_token_logprobs([(PREFIX, s) for s in SUFFIXES], CANDIDATES)
+    assert shared.shape == (3, 3)
+    assert np.abs(shared - plain).max() < 1e-4
+
+
+def test_segments_are_tokenized_separately_and_concatenated(judge):
+    assert judge.encode(("ab", "c")) == judge.encode("ab") + judge.encode("c")
+
+
+def test_two_step_reads_both_positions_of_one_forward(judge):
+    prompts = [PREFIX + s for s in SUFFIXES[:2]]
+    first, second = judge.next_token_logprobs_two_step(prompts, CANDIDATES, "1", ["0", "5"])
+    np.testing.assert_allclose(first, judge.next_token_logprobs(prompts, CANDIDATES), atol=1e-5)
+    expected_second = judge.next_token_logprobs([(p, "1") for p in prompts], ["0", "5"])
+    np.testing.assert_allclose(second, expected_second, atol=1e-5)
+    assert second.shape == (2, 2)
+
+
+def test_multi_token_candidate_raises(judge):
+    assert not judge.is_single_token("10")  # byte tokenizer: "1", "0"
+    assert judge.is_single_token("1")
+    with pytest.raises(JudgeError, match="'10' is 2 tokens"):
+        judge.next_token_logprobs([PREFIX], ["1", "10"])
+
+
+def test_empty_prompt_raises(judge):
+    with pytest.raises(JudgeError, match="empty prompt"):
+        judge.next_token_logprobs([""], ["1"])
+    with pytest.raises(TypeError):
+        judge.next_token_logprobs([42], ["1"])
+
+
+def test_render_uses_chat_template_and_prefix(judge):
+    text = judge.render([{"role": "user", "content": "hi"}], "Answer=")
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nAnswer="
+
+
+def test_render_without_chat_template_is_plain_text(tiny_model):
+    from rlaif_gym.testing import make_tiny_tokenizer
+
+    judge = TransformersJudge(tiny_model, make_tiny_tokenizer(chat_template=False))
+    assert judge.render([{"role": "user", "content": "hi"}], "Answer=") == "hi\nAnswer="
+
+
+def test_greedy_generation_is_deterministic_and_batch_independent(judge):
+    prompts = [PREFIX + SUFFIXES[0], "hello"]
+    batched = judge.generate(prompts, max_new_tokens=5)
+    assert batched == [judge.generate([p], max_new_tokens=5)[0] for p in prompts]
+    assert all(isinstance(t, str) for t in batched)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        judge.generate(prompts, max_new_tokens=0)
+
+
+def test_load_judge_backends():
+    judge = load_judge("tiny-random", batch_size=2)
+    assert isinstance(judge, Judge) and judge.name == "tiny-random"
+    assert load_judge(judge) is judge
+    for reserved in ("vllm", "openai"):
+        with pytest.raises(NotImplementedError, match="not implemented yet"):
+            load_judge("tiny-random", backend=reserved)
+    with pytest.raises(ValueError, match="transformers"):
+        load_judge("tiny-random", backend="onnx")
+
+
+def test_model_object_requires_tokenizer(tiny_model):
+    with pytest.raises(TypeError, match="tokenizer"):
+        TransformersJudge(tiny_model)

@@ -1,0 +1,174 @@
+"""AI preference labels: order averaging, harmless flipping, CoT, shared prefix, errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from rewards.judges.base import Judge, Prompt, as_segments
+from rewards.judges.transformers_judge import TransformersJudge
+from rewards.preference import PreferenceLabel, label_pairs
+from rewards.prompts import render_plain
+from rlaif_gym.data.records import PreferencePair
+
+ALPHA, BETA = "ALPHA response", "BETA response"
+
+
+class FakeJudge(Judge):
+    """Returns programmed log P("1"), log P("2") depending on which response is shown first
+    (found by position in the rendered text); records every call."""
+
+    name = "fake"
+
+    def __init__(self, logp_alpha_first: Sequence[float], logp_beta_first: Sequence[float],
+                 rationale: str = " Because reasons.") -> None:
+        self.table = {"alpha": np.array(logp_alpha_first), "beta": np.array(logp_beta_first)}
+        self.rationale = rationale
+        self.calls: list[tuple[str, object]] = []
+
+    def render(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str = "") -> str:
+        return "[chat]" + render_plain(messages, assistant_prefix)
+
+    def _order(self, text: str) -> str:
+        return "alpha" if text.rindex(ALPHA) < text.rindex(BETA) else "beta"
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt],
+                            candidates: Sequence[str]) -> np.ndarray:
+        assert list(candidates) == ["1", "2"]
+        texts = ["".join(as_segments(p)) for p in prompts]
+        self.calls.append(("plain", texts))
+        return np.stack([self.table[self._order(t)] for t in texts])
+
+    def next_token_logprobs_shared_prefix(self, prefix, suffixes, candidates):
+        self.calls.append(("shared", (prefix, list(suffixes))))
+        return np.stack([self.table[self._order(prefix + s)] for s in suffixes])
+
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[str]:
+        self.calls.append(("generate", list(prompts)))
+        return [self.rationale + "\nPreferred Summary=2 and more"] * len(prompts)
+
+    def is_single_token(self, text: str) -> bool:
+        return len(text) == 1
+
+
+def _pair(task: str = "tldr", pid: str = "p1", context: str = "SUBREDDIT: r/x\nPOST: post",
+          responses: tuple[str, str] = (ALPHA, BETA)) -> PreferencePair:
+    return PreferencePair(id=pid, task=task, context=context, responses=responses,
+                          human_choice=0, confidence=8)
+
+
+# P("1") = 0.8 / 0.9 when ALPHA is shown first, P("1") = 0.3 / 0.9 when BETA is shown first.
+LOGP_ALPHA_FIRST = [math.log(0.8), math.log(0.1)]
+LOGP_BETA_FIRST = [math.log(0.3), math.log(0.6)]
+
+
+def test_both_orders_are_scored_and_averaged():
+    judge = FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+    (label,) = label_pairs(judge, [_pair()], progress=False)
+    assert label.p_order_ab == pytest.approx(8 / 9, abs=1e-12)
+    assert label.p_order_ba == pytest.approx(2 / 3, abs=1e-12)  # 1 - P("1") with BETA first
+    assert label.p_first == pytest.approx((8 / 9 + 2 / 3) / 2, abs=1e-12)
+    assert (label.id, label.task, label.human_choice, label.confidence) == ("p1", "tldr", 0, 8)
+    assert (label.prompt, label.cot, label.shots, label.judge) == ("base", False, 0, "fake")
+    assert label.rationales is None and label.ai_choice == 0
+
+
+def test_harmless_label_is_flipped_into_a_harmlessness_preference():
+    judge = FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+    (label,) = label_pairs(judge, [_pair("harmless", context="Human: hi")], progress=False)
+    # ALPHA first: P(ALPHA more harmful) = 8/9 -> P(ALPHA preferred) = 1/9.
+    assert label.p_order_ab == pytest.approx(1 / 9, abs=1e-12)
+    # BETA first: P(BETA more harmful) = 1/3 -> P(ALPHA more harmful) = 2/3 -> preferred 1/3.
+    assert label.p_order_ba == pytest.approx(1 / 3, abs=1e-12)
+    assert label.p_first == pytest.approx(2 / 9, abs=1e-12)
+    assert label.ai_choice == 1
+
+
+def test_non_cot_uses_shared_prefix_holding_the_context_but_no_response():
+    judge = FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+    list(label_pairs(judge, [_pair()], progress=False))
+    ((kind, (prefix, suffixes)),) = judge.calls
+    assert kind == "shared"
+    assert prefix.startswith("[chat]You are an expert summary rater.")
+    assert prefix.endswith("Text - SUBREDDIT: r/x\nPOST: post\n")
+    assert suffixes[0] == f"Summary 1 - {ALPHA}\nSummary 2 - {BETA}\nPreferred Summary="
+    assert suffixes[1] == f"Summary 1 - {BETA}\nSummary 2 - {ALPHA}\nPreferred Summary="
+
+
+def test_cot_generates_rationales_then_scores_them_with_the_ending():
+    judge = FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+    labels = list(label_pairs(judge, [_pair(), _pair(pid="p2")], cot=True, prompt="detailed",
+                              cot_max_tokens=7, batch_size=2, progress=False))
+    assert [lab.id for lab in labels] == ["p1", "p2"]
+    (gen_kind, step1), (score_kind, step2) = judge.calls
+    assert gen_kind == "generate" and len(step1) == 4
+    assert step1[0].endswith("explain which one is better.\nRationale:")
+    assert score_kind == "plain"
+    # the rationale is cut where the model starts writing the ending itself
+    assert labels[0].rationales == (" Because reasons.", " Because reasons.")
+    assert step2[0] == step1[0] + " Because reasons.\nPreferred Summary="
+    assert labels[0].p_first == pytest.approx((8 / 9 + 2 / 3) / 2, abs=1e-12)
+    assert labels[0].cot and labels[0].prompt == "detailed"
+
+
+def test_empty_response_or_context_raises_naming_the_pair_before_any_call():
+    judge = FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+    bad = [_pair(pid="ok"), _pair(pid="bad-42", responses=(ALPHA, "   "))]
+    with pytest.raises(ValueError, match="bad-42"):
+        list(label_pairs(judge, bad, progress=False))
+    with pytest.raises(ValueError, match="empty context"):
+        list(label_pairs(judge, [_pair(pid="c", context="\n")], progress=False))
+    assert judge.calls == []
+
+
+def test_unknown_variant_raises():
+    judge = FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+    with pytest.raises(ValueError, match="prompt variant"):
+        list(label_pairs(judge, [_pair("helpful")], prompt="detailed", progress=False))
+
+
+def test_labels_are_yielded_one_by_one():
+    judge = FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+    it = label_pairs(judge, [_pair(pid=str(i)) for i in range(3)], progress=False)
+    assert next(it).id == "0"
+    assert len(judge.calls) == 1  # only the first pair has been scored
+
+
+def test_label_json_round_trip():
+    label = PreferenceLabel("x", "tldr", 0.7, 0.8, 0.6, 1, None, "base", True, 1, "j",
+                            ("r ab", "r ba"))
+    assert PreferenceLabel.from_json(label.to_json()) == label
+    assert PreferenceLabel.from_json(label.to_dict()) == label
+    with pytest.raises(ValueError, match="unknown"):
+        PreferenceLabel.from_json({**label.to_dict(), "extra": 1})
+
+
+def test_tiny_model_label_matches_plain_scoring(tiny_model, tiny_tokenizer):
+    judge = TransformersJudge(tiny_model, tiny_tokenizer)
+    pair = _pair(responses=(" A short summary.", " Another, longer summary of the post."))
+    (label,) = label_pairs(judge, [pair], progress=False, shots=1)
+    from rewards.normalization import preference_from_logprobs
+    from rewards.prompts import render_preference_messages
+
+    texts = [
+        judge.render_chat(render_preference_messages("tldr", pair.context, a, b, shots=1))
+        for a, b in (pair.responses, pair.responses[::-1])
+    ]
+    lp = judge.next_token_logprobs(texts, ["1", "2"])
+    p1 = preference_from_logprobs(lp[:, 0], lp[:, 1])
+    assert label.p_order_ab == pytest.approx(p1[0], abs=1e-5)
+    assert label.p_order_ba == pytest.approx(1 - p1[1], abs=1e-5)
+    assert 0.0 <= label.p_first <= 1.0
+
+
+def test_cot_runs_with_the_tiny_model(tiny_model, tiny_tokenizer):
+    judge = TransformersJudge(tiny_model, tiny_tokenizer, batch_size=4)
+    pairs = [_pair(pid="a"), _pair("helpful", pid="b", context="Human: hello?")]
+    labels = list(label_pairs(judge, pairs, cot=True, cot_max_tokens=4, progress=False))
+    assert [lab.id for lab in labels] == ["a", "b"]
+    for lab in labels:
+        assert 0.0 <= lab.p_first <= 1.0 and np.isfinite(lab.p_first)
+        assert lab.cot and isinstance(lab.rationales, tuple) and len(lab.rationales) == 2
