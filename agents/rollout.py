@@ -10,6 +10,8 @@ Shapes: B = ``envs.num_envs``, T = number of steps until every episode has ended
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,18 @@ def _left_pad(
     return ids.to(device), mask.to(device)
 
 
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers >= 5.2x names the KV-cache argument ``cache``; older ones
+    ``past_key_values``."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def _episode_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
     """The info entries of sub-env ``i`` from a vector info dict (``_key`` masks)."""
     out: dict[str, Any] = {}
@@ -96,8 +110,11 @@ def collect_episodes(
             ``envs.single_action_space``; ids outside the action space are masked out.
         envs: a vector env with ``Dict(tokens, length)`` observations, for example
             ``gym.make_vec("RLAIF-TLDR-v0", num_envs=B, vectorization_mode="vector_entry_point")``.
-            Sub-envs that finish early keep receiving (ignored) actions until the others
-            finish; with ``AutoresetMode.NEXT_STEP`` their automatic reset is discarded.
+            Build it with ``autoreset_mode=AutoresetMode.DISABLED``: sub-envs that finish
+            early are then frozen until the others finish, so every episode is scored by
+            the reward exactly once. With ``NEXT_STEP`` the early finishers start new
+            episodes that are thrown away (and may cost extra reward calls; a warning says
+            so).
         temperature: sampling temperature (> 0); the paper samples at 0.9.
         seed: passed to ``envs.reset`` (prompt choice).
         generator: torch RNG for sampling (reproducible rollouts).
@@ -109,7 +126,14 @@ def collect_episodes(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     autoreset = envs.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
     if autoreset == AutoresetMode.SAME_STEP:
-        raise ValueError("collect_episodes needs autoreset_mode NEXT_STEP or DISABLED")
+        raise ValueError("collect_episodes needs autoreset_mode DISABLED (or NEXT_STEP)")
+    if autoreset == AutoresetMode.NEXT_STEP:
+        warnings.warn(
+            "collect_episodes on a NEXT_STEP vector env: sub-envs that finish early start "
+            "episodes that are discarded (wasted reward calls); build the env with "
+            "autoreset_mode=gymnasium.vector.AutoresetMode.DISABLED",
+            stacklevel=2,
+        )
     device = next(policy.parameters()).device
     n_actions = int(envs.single_action_space.n)
     num_envs = envs.num_envs
@@ -127,7 +151,8 @@ def collect_episodes(
         position_ids=position_ids,
         use_cache=True,
     )
-    past = out.past_key_values
+    cache_kwarg = _cache_kwarg(policy)
+    past = _output_cache(out)
     next_logits = out.logits[:, -1, :].float()
     next_position = position_ids[:, -1:] + 1
 
@@ -164,10 +189,10 @@ def collect_episodes(
             input_ids=actions_t[:, None].to(device),
             attention_mask=attention_mask,
             position_ids=next_position,
-            past_key_values=past,
             use_cache=True,
+            **{cache_kwarg: past},
         )
-        past = out.past_key_values
+        past = _output_cache(out)
         next_logits = out.logits[:, -1, :].float()
         next_position = next_position + 1
 

@@ -40,6 +40,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import gymnasium as gym
     import numpy as np
     import torch
+    from gymnasium.vector import AutoresetMode
 
     import rlaif_gym  # noqa: F401  (registers the envs)
     from agents.rollout import collect_episodes
@@ -65,6 +66,7 @@ def run_demo(args: argparse.Namespace) -> int:
         TASK_ENV_IDS[args.task],
         num_envs=args.episodes,
         vectorization_mode="vector_entry_point",
+        autoreset_mode=AutoresetMode.DISABLED,
         **env_kwargs,
     )
     print(f"env {TASK_ENV_IDS[args.task]} x{args.episodes}, data source: {envs.data_source}")

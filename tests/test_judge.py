@@ -134,3 +134,57 @@ def test_load_judge_backends():
 def test_model_object_requires_tokenizer(tiny_model):
     with pytest.raises(TypeError, match="tokenizer"):
         TransformersJudge(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def bf16_model():
+    from rlaif_gym.testing import make_tiny_causal_lm
+
+    return make_tiny_causal_lm(seed=1).to(torch.bfloat16)
+
+
+def test_bf16_candidate_logits_are_recomputed_in_float32(bf16_model, tiny_tokenizer):
+    judge = TransformersJudge(bf16_model, tiny_tokenizer)
+    assert judge._exact_head
+    text = PREFIX + SUFFIXES[0]
+    got = judge.next_token_logprobs([text], CANDIDATES)[0]
+    ids = torch.tensor([judge.encode(text)])
+    cand = judge.candidate_ids(CANDIDATES)
+    with torch.no_grad():
+        hidden = bf16_model.model(input_ids=ids).last_hidden_state[0, -1]
+        logits = bf16_model(input_ids=ids).logits[0, -1].float()
+        exact = hidden.float() @ bf16_model.lm_head.weight[cand].float().T
+    logits[cand] = exact
+    np.testing.assert_allclose(got, (exact - logits.logsumexp(-1)).numpy(), atol=1e-6)
+    rounded = TransformersJudge(bf16_model, tiny_tokenizer, exact_logits=False)
+    assert not rounded._exact_head
+    assert np.abs(rounded.next_token_logprobs([text], CANDIDATES)[0] - got).max() < 0.05
+    # shared-prefix and two-step paths use the same float32 head
+    shared = judge.next_token_logprobs_shared_prefix(PREFIX, SUFFIXES[:1], CANDIDATES)[0]
+    assert np.abs(shared - got).max() < 0.05
+
+
+def test_exact_logits_fall_back_when_the_model_rescales_its_logits(tiny_tokenizer):
+    from transformers import LlamaForCausalLM
+
+    from rlaif_gym.testing import make_tiny_causal_lm
+
+    class ScaledLogits(LlamaForCausalLM):
+        def forward(self, *args, **kwargs):  # like soft-capping: logits != lm_head(hidden)
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 3.0
+            return out
+
+    base = make_tiny_causal_lm(seed=2)
+    model = ScaledLogits(base.config)
+    model.load_state_dict(base.state_dict())
+    model = model.to(torch.bfloat16).eval()
+    judge = TransformersJudge(model, tiny_tokenizer, exact_logits=True)
+    text = PREFIX + SUFFIXES[1]
+    got = judge.next_token_logprobs([text], CANDIDATES)[0]
+    assert not judge._exact_head  # detected the mismatch and switched off
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor([judge.encode(text)])).logits[0, -1].float()
+    expected = (ref.log_softmax(-1)[judge.candidate_ids(CANDIDATES)]).double().numpy()
+    assert np.abs(judge.next_token_logprobs([text], CANDIDATES)[0] - expected).max() < 1e-5
+    assert np.isfinite(got).all()

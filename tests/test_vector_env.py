@@ -237,16 +237,39 @@ def test_same_step_autoreset_reports_final_obs_and_info_and_returns_the_reset_ob
     assert info == {}
 
 
-def test_disabled_autoreset_raises_until_the_ended_env_is_reset_by_mask():
+def test_disabled_autoreset_freezes_ended_envs_until_reset_by_mask():
     native = make_vec(2, autoreset_mode=AutoresetMode.DISABLED)
     native.reset(seed=0)
-    native.step(np.array([EOS, A]))
-    with pytest.raises(RuntimeError, match="reset_mask"):
-        native.step(np.array([A, A]))
+    obs0, *_ = native.step(np.array([EOS, A]))
+    obs, rewards, terminated, truncated, info = native.step(np.array([A, A]))
+    assert obs["length"][0] == obs0["length"][0]  # frozen: the action was ignored
+    assert (obs["tokens"][0] == obs0["tokens"][0]).all()
+    assert rewards[0] == 0.0 and not terminated[0] and not truncated[0]
+    assert obs["length"][1] == obs0["length"][1] + 1  # the other sub-env kept going
     obs, info = native.reset(options={"reset_mask": np.array([True, False])})
     assert info["_prompt_index"].tolist() == [True, False]
     obs, *_ = native.step(np.array([A, A]))
-    assert obs["tokens"][1, obs["length"][1] - 2 : obs["length"][1]].tolist() == [A, A]
+    assert obs["tokens"][1, obs["length"][1] - 3 : obs["length"][1]].tolist() == [A, A, A]
+    assert obs["tokens"][0, obs["length"][0] - 1] == A  # the reset sub-env steps again
+
+
+def test_disabled_autoreset_scores_each_episode_once_when_run_to_the_end():
+    calls = []
+
+    def reward(prompts, completions):
+        calls.append(len(prompts))
+        return [1.0] * len(prompts)
+
+    native = make_vec(3, autoreset_mode=AutoresetMode.DISABLED, reward=reward)
+    native.reset(seed=0)
+    ended = np.zeros(3, dtype=bool)
+    total = np.zeros(3)
+    for _ in range(native.core.max_new_tokens + 2):
+        _, rewards, terminated, _, _ = native.step(np.array([EOS, A, A]))
+        total += rewards
+        ended |= terminated
+    assert ended.all() and total.tolist() == [1.0, 1.0, 1.0]
+    assert sum(calls) == 3
 
 
 # -- validation --------------------------------------------------------------------------------

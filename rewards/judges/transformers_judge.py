@@ -41,6 +41,9 @@ class TransformersJudge(Judge):
         num_threads: ``torch.set_num_threads`` (process-wide) when given.
         batch_size: sequences per forward pass in the plain path and in generation.
         name: recorded in labels (default: the spec, or the model's ``name_or_path``).
+        exact_logits: recompute the candidates' logits in float32 from the lm_head input
+            (default: when the model is not float32). Removes the bf16 rounding of the
+            logits that matter; the forward pass itself stays in the model's dtype.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class TransformersJudge(Judge):
         num_threads: int | None = None,
         batch_size: int = 8,
         name: str | None = None,
+        exact_logits: bool | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -92,6 +96,22 @@ class TransformersJudge(Judge):
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in params
+        self._head_inputs: list[torch.Tensor] = []
+        self._capturing = False
+        self._exact_head = self._setup_exact_head(exact_logits)
+
+    def _setup_exact_head(self, exact_logits: bool | None) -> bool:
+        """Hook the lm_head input so candidate logits can be recomputed in float32 (only
+        useful when the model runs in reduced precision and its head is a plain Linear)."""
+        head = self.model.get_output_embeddings() if hasattr(
+            self.model, "get_output_embeddings") else None
+        if not isinstance(head, torch.nn.Linear):
+            return False
+        if exact_logits is None:
+            exact_logits = head.weight.dtype != torch.float32
+        if exact_logits:
+            head.register_forward_hook(self._capture_head_input)
+        return bool(exact_logits)
 
     # ----------------------------------------------------------------- tokenizer helpers
 
@@ -164,20 +184,67 @@ class TransformersJudge(Judge):
 
     # ----------------------------------------------------------------- forward helpers
 
-    def _forward(self, **kwargs: Any) -> Any:
+    def _capture_head_input(self, module: Any, args: tuple, output: Any) -> None:
+        if self._capturing:
+            self._head_inputs.append(args[0])
+
+    def _forward(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the model; returns ``(logits, lm_head input)`` at the kept positions (the
+        second is ``None`` unless exact candidate logits are enabled)."""
         cache = kwargs.pop("cache", None)
         if cache is not None:
             kwargs[self._cache_kw] = cache
         keep = kwargs.pop("logits_to_keep", None)
-        if keep is not None and self._has_logits_to_keep:
+        sliced_by_model = keep is not None and self._has_logits_to_keep
+        if sliced_by_model:
             kwargs["logits_to_keep"] = keep
-            return self.model(**kwargs).logits
-        logits = self.model(**kwargs).logits
-        if keep is None:
-            return logits
+        self._head_inputs.clear()
+        self._capturing = self._exact_head
+        try:
+            logits = self.model(**kwargs).logits
+        finally:
+            self._capturing = False
+        hidden = self._head_inputs[-1] if self._head_inputs else None
+        self._head_inputs.clear()
+        if keep is not None and not sliced_by_model:
+            logits = self._slice_positions(logits, keep)
+            hidden = None if hidden is None else self._slice_positions(hidden, keep)
+        return logits, hidden
+
+    @staticmethod
+    def _slice_positions(x: torch.Tensor, keep: int | torch.Tensor) -> torch.Tensor:
         if isinstance(keep, int):
-            return logits[:, -keep:]
-        return torch.take_along_dim(logits, keep[..., None].to(logits.device), dim=1)
+            return x[:, -keep:]
+        return torch.take_along_dim(x, keep[..., None].to(x.device), dim=1)
+
+    def _candidate_logprobs(
+        self, logits: torch.Tensor, hidden: torch.Tensor | None, cand: list[int]
+    ) -> torch.Tensor:
+        """Full-vocabulary log-softmax (float32) of ``logits`` ``(b, k, V)``, returned for the
+        candidate ids only: ``(b, k, len(cand))``.
+
+        In reduced precision the model's logits are rounded (bf16 keeps ~3 significant
+        digits, so a soft label moves in steps of ~0.016). When the lm_head input ``hidden``
+        is available, the candidates' logits are recomputed in float32 from it (the rest of
+        the vocabulary only enters the normalizer), which removes that quantization.
+        """
+        full = logits.float()
+        if hidden is not None and self._exact_head:
+            exact = self._exact_candidate_logits(hidden, cand)
+            returned = full[..., cand]
+            if torch.allclose(exact, returned, rtol=2e-2, atol=5e-2):
+                full[..., cand] = exact
+            else:  # the model post-processes its logits (soft-capping, scaling): stay exact
+                self._exact_head = False
+        return full[..., cand] - full.logsumexp(-1, keepdim=True)
+
+    def _exact_candidate_logits(self, hidden: torch.Tensor, cand: list[int]) -> torch.Tensor:
+        head = self.model.get_output_embeddings()
+        weight = head.weight[cand].float()
+        out = hidden.float() @ weight.T
+        if getattr(head, "bias", None) is not None:
+            out = out + head.bias[cand].float()
+        return out
 
     def _left_padded(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
         width = max(len(ids) for ids in batch)
@@ -199,18 +266,19 @@ class TransformersJudge(Judge):
         for start in range(0, len(order), self.batch_size):
             yield order[start:start + self.batch_size]
 
-    def _last_logprobs(self, encoded: list[list[int]], n_last: int) -> torch.Tensor:
-        """Log-softmax (float32) of the logits at the last ``n_last`` positions of each
-        sequence, shape ``(n, n_last, vocab)``, in input order."""
-        out: list[torch.Tensor | None] = [None] * len(encoded)
+    def _last_logprobs(
+        self, encoded: list[list[int]], n_last: int, cand: list[int]
+    ) -> torch.Tensor:
+        """Log-probabilities of the candidate ids at the last ``n_last`` positions of each
+        sequence, float32 ``(n, n_last, len(cand))``, in input order."""
+        out = torch.empty((len(encoded), n_last, len(cand)), dtype=torch.float32)
         with torch.inference_mode():
             for idx in self._batches([len(e) for e in encoded]):
                 inputs = self._left_padded([encoded[i] for i in idx])
-                logits = self._forward(**inputs, use_cache=False, logits_to_keep=n_last)
-                logp = logits[:, -n_last:].float().log_softmax(-1).cpu()
-                for row, i in enumerate(idx):
-                    out[i] = logp[row]
-        return torch.stack(out)  # type: ignore[arg-type]
+                logits, hidden = self._forward(**inputs, use_cache=False, logits_to_keep=n_last)
+                hidden = None if hidden is None else hidden[:, -n_last:]
+                out[idx] = self._candidate_logprobs(logits[:, -n_last:], hidden, cand).cpu()
+        return out
 
     # ----------------------------------------------------------------- primitives
 
@@ -221,8 +289,7 @@ class TransformersJudge(Judge):
         if len(prompts) == 0:
             return np.zeros((0, len(cand)), dtype=np.float64)
         encoded = [self.encode(p) for p in prompts]
-        logp = self._last_logprobs(encoded, n_last=1)[:, -1]
-        return logp[:, cand].double().numpy()
+        return self._last_logprobs(encoded, 1, cand)[:, -1].double().numpy()
 
     def next_token_logprobs_two_step(
         self,
@@ -239,8 +306,8 @@ class TransformersJudge(Judge):
         if len(prompts) == 0:
             return np.zeros((0, len(cand))), np.zeros((0, len(then_cand)))
         encoded = [self.encode(p) + [then_id] for p in prompts]
-        logp = self._last_logprobs(encoded, n_last=2)
-        return logp[:, 0, cand].double().numpy(), logp[:, 1, then_cand].double().numpy()
+        logp = self._last_logprobs(encoded, 2, cand + then_cand).double().numpy()
+        return logp[:, 0, : len(cand)], logp[:, 1, len(cand):]
 
     def next_token_logprobs_shared_prefix(
         self, prefix: str, suffixes: Sequence[str], candidates: Sequence[str]
@@ -273,15 +340,16 @@ class TransformersJudge(Judge):
             for k, idx in enumerate(chunks):
                 # The forward appends the suffix to the cache: reuse the original only last.
                 cache = prefix_cache if k == len(chunks) - 1 else copy.deepcopy(prefix_cache)
-                logp = self._suffix_logprobs(cache, n_prefix, [suffix_ids[i] for i in idx])
-                out[idx] = logp[:, cand].double().numpy()
+                logp = self._suffix_logprobs(cache, n_prefix, [suffix_ids[i] for i in idx], cand)
+                out[idx] = logp.double().numpy()
         return out
 
     def _suffix_logprobs(
-        self, cache: Any, n_prefix: int, batch: list[list[int]]
+        self, cache: Any, n_prefix: int, batch: list[list[int]], cand: list[int]
     ) -> torch.Tensor:
-        """Log-softmax at the last real token of each right-padded suffix continuing the
-        cached prefix; ``cache`` is consumed (expanded and extended)."""
+        """Candidate log-probabilities ``(m, len(cand))`` at the last real token of each
+        right-padded suffix continuing the cached prefix; ``cache`` is consumed (expanded
+        and extended)."""
         m = len(batch)
         width = max(len(ids) for ids in batch)
         input_ids = torch.full((m, width), self._pad_id, dtype=torch.long)
@@ -294,7 +362,7 @@ class TransformersJudge(Judge):
             cache.batch_repeat_interleave(m)
         position_ids = (n_prefix + torch.arange(width))[None].expand(m, width)
         last = torch.tensor([[len(ids) - 1] for ids in batch], dtype=torch.long)
-        logits = self._forward(
+        logits, hidden = self._forward(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=position_ids.to(self.device),
@@ -302,7 +370,7 @@ class TransformersJudge(Judge):
             use_cache=True,
             logits_to_keep=last.to(self.device),
         )
-        return logits[:, -1].float().log_softmax(-1).cpu()
+        return self._candidate_logprobs(logits, hidden, cand)[:, -1].cpu()
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[str]:
         """Greedy decoding (batched, left-padded), stopping at the end-of-turn/eos tokens."""

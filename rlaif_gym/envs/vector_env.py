@@ -16,7 +16,11 @@ observations, rewards, terminations and infos for the same seeds and actions):
   sub-env, ignoring its action, with reward 0 and ``terminated=False``), ``SAME_STEP`` (the
   ending step resets at once; the final observation/info go to ``info["final_obs"]`` and
   ``info["final_info"]``) or ``DISABLED`` (reset ended sub-envs yourself with
-  ``reset(options={"reset_mask": mask})``).
+  ``reset(options={"reset_mask": mask})``). In ``DISABLED`` mode a sub-env whose episode
+  ended is *frozen* until it is reset: its action is ignored, its observation stays the
+  final one, and it reports reward 0 and ``terminated=False`` (SyncVectorEnv asserts
+  instead). This lets an agent run a batch until every episode has ended, with exactly one
+  reward per episode (see :func:`agents.rollout.collect_episodes`).
 * infos: Gymnasium's vector layout, ``info[key]`` an array over sub-envs with mask
   ``info["_" + key]``; strings are object arrays.
 """
@@ -298,8 +302,7 @@ class TextGenerationVectorEnv(VectorEnv):
         infos)``. Rewards are 0 except where an episode ended in this step.
 
         Raises:
-            RuntimeError: before the first reset, or (``DISABLED`` mode) stepping a sub-env
-                whose episode ended.
+            RuntimeError: before the first reset.
             ValueError: ``actions`` is not an integer array of shape ``(num_envs,)`` in
                 ``[0, vocab_size)``.
         """
@@ -308,22 +311,27 @@ class TextGenerationVectorEnv(VectorEnv):
         n = self.num_envs
         acts = self.core.check_actions(actions, n)
         pending = self._pending
-        if pending and self.autoreset_mode == AutoresetMode.DISABLED:
-            raise RuntimeError(
-                f"sub-envs {pending} stepped after their episode ended: reset them with "
-                "reset(options={'reset_mask': mask})"
-            )
+        frozen = pending if self.autoreset_mode == AutoresetMode.DISABLED else []
         # Append to every row. A row awaiting its NEXT_STEP autoreset gets a junk token at
-        # position 0 (its length may be max_len) that the reset below overwrites.
+        # position 0 (its length may be max_len) that the reset below overwrites; a frozen
+        # (DISABLED-mode) row gets its junk token past its length, and keeps its length.
         lengths = self._lengths
-        if pending:
+        if frozen:
+            saved_lengths = lengths[frozen].copy()
+            lengths[frozen] = np.minimum(saved_lengths, self.core.max_len - 1)
+            saved_tokens = self._tokens[frozen, lengths[frozen]].copy()
+        elif pending:
             lengths[pending] = 0
         self._tokens[self._rows, lengths] = acts
         lengths += 1
         ended = self.core.is_stop[acts]
         ended |= lengths >= self._end_lengths
         infos: dict[str, Any] = {}
-        if pending:  # NEXT_STEP autoreset: these sub-envs start over, ignoring their action
+        if frozen:  # DISABLED: ended sub-envs ignore their action until reset by mask
+            self._tokens[frozen, lengths[frozen] - 1] = saved_tokens
+            lengths[frozen] = saved_lengths
+            ended[frozen] = False
+        elif pending:  # NEXT_STEP autoreset: these sub-envs start over, ignoring their action
             ended[pending] = False
             infos = self._merge_info(infos, pending, self._reset_rows(pending))
         rewards = np.zeros(n, dtype=np.float64)
@@ -331,9 +339,9 @@ class TextGenerationVectorEnv(VectorEnv):
             rows = ended.nonzero()[0].tolist()
             infos = self._finish(rows, rewards, infos)
             if self.autoreset_mode != AutoresetMode.SAME_STEP:
-                self._pending = rows
+                self._pending = sorted(set(rows) | set(frozen))
         else:
-            self._pending = []
+            self._pending = list(frozen)
         return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
 
     def _finish(self, rows: list[int], rewards: np.ndarray, infos: dict[str, Any]
