@@ -71,6 +71,13 @@ def _cache_kwarg(model: torch.nn.Module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def _last_logits_only(model: torch.nn.Module) -> dict[str, int]:
+    """``{"logits_to_keep": 1}`` when the model's forward takes it (transformers >= 4.50),
+    else nothing (then the full ``(B, P, V)`` prefill logits are computed)."""
+    params = inspect.signature(model.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
 def _output_cache(out: Any) -> Any:
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
@@ -145,11 +152,13 @@ def collect_episodes(
     input_ids, attention_mask = _left_pad(prompt_ids, pad_id, device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
+    # Prefill: only the last position's logits are needed (B x V, not B x P x V).
     out = policy(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         use_cache=True,
+        **_last_logits_only(policy),
     )
     cache_kwarg = _cache_kwarg(policy)
     past = _output_cache(out)

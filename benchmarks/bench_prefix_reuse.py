@@ -131,24 +131,10 @@ def token_stats(judge, pairs, prompt: str, shots: int) -> dict[str, float]:
             "pairs_with_identical_token_ids": int(same_ids)}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    import torch
-
-    from rewards.judges import load_judge
+def time_methods(judge, pairs, args: argparse.Namespace) -> dict:
+    """Time both methods on ``args.pairs`` pairs (after one warm-up pair); print and return
+    the speed and agreement numbers."""
     from rewards.preference import label_pairs
-
-    torch.set_num_threads(args.threads)
-    spec = LARGE_JUDGE if args.large else args.judge
-    n_load = max(args.pairs + 1, args.alignment_pairs)
-    pairs = load_pairs(args.data_dir, n_load)
-    t0 = time.perf_counter()
-    judge = load_judge(spec, dtype=args.dtype, num_threads=args.threads)
-    load_s = time.perf_counter() - t0
-    dtype = str(next(judge.model.parameters()).dtype)
-    print(f"judge {spec} ({dtype}) loaded in {load_s:.1f}s; torch threads "
-          f"{torch.get_num_threads()}; {len(pairs)} high-confidence TL;DR pairs from "
-          f"{pairs.source}", flush=True)
 
     warm, timed = pairs[0], pairs[1:args.pairs + 1]
     plain_label(judge, warm, args.prompt, args.shots)  # warm-up, not timed
@@ -181,12 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     n = len(timed)
     result = {
-        "judge": spec,
-        "dtype": dtype,
-        "threads": torch.get_num_threads(),
         "pairs": n,
-        "prompt": args.prompt,
-        "shots": args.shots,
         "reuse_pairs_per_s": n / t_reuse,
         "plain_pairs_per_s": n / t_plain,
         "speedup": t_plain / t_reuse,
@@ -207,6 +188,33 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"tokens       : prefix {result['mean_prefix_tokens']:.0f}, suffix "
           f"{result['mean_suffix_tokens']:.0f} per order; identical ids (segments vs joint) "
           f"in {result['pairs_with_identical_token_ids']}/{n} pairs")
+
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+
+    from rewards.judges import load_judge
+    from rewards.preference import label_pairs
+
+    torch.set_num_threads(args.threads)
+    spec = LARGE_JUDGE if args.large else args.judge
+    n_load = max(args.pairs + 1 if args.pairs > 0 else 0, args.alignment_pairs, 1)
+    pairs = load_pairs(args.data_dir, n_load)
+    t0 = time.perf_counter()
+    judge = load_judge(spec, dtype=args.dtype, num_threads=args.threads)
+    load_s = time.perf_counter() - t0
+    dtype = str(next(judge.model.parameters()).dtype)
+    print(f"judge {spec} ({dtype}) loaded in {load_s:.1f}s; torch threads "
+          f"{torch.get_num_threads()}; {len(pairs)} high-confidence TL;DR pairs from "
+          f"{pairs.source}", flush=True)
+
+    result: dict = {"judge": spec, "dtype": dtype, "threads": torch.get_num_threads(),
+                    "prompt": args.prompt, "shots": args.shots}
+    if args.pairs > 0:
+        result.update(time_methods(judge, pairs, args))
 
     if args.alignment_pairs:
         subset = pairs[:args.alignment_pairs]

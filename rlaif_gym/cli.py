@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that contribute subcommands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("rlaif_gym.demo", "rewards.cli")
+COMMAND_MODULES: tuple[str, ...] = ("rlaif_gym.demo", "rewards.cli", "rewards.rm_cli", "agents.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -104,3 +104,17 @@ def test_errors():
     with pytest.raises(TypeError, match="judge options"):
         DirectReward(judge=judge, dtype="float32")
     assert direct_scores(judge, "tldr", [], []).distribution.shape == (0, 10)
+
+
+@pytest.mark.slow
+def test_real_judge_direct_reward_is_finite():
+    try:
+        reward = DirectReward(judge="qwen2.5-coder-0.5b-instruct", task="tldr", num_threads=1)
+        judge = reward.judge
+    except (FileNotFoundError, ImportError, ValueError) as exc:
+        pytest.skip(f"packaged judge not available: {exc}")
+    assert not judge.is_single_token("10")  # Qwen splits digits: the two-step path
+    post = "SUBREDDIT: r/cats\nTITLE: My cat ate my homework\nPOST: What do I tell my teacher?"
+    out = reward([post, post], [" My cat ate my homework, how do I explain it?", " I like pie."])
+    assert np.all(np.isfinite(out.scores)) and np.all(np.abs(out.scores) <= 1)
+    assert out.details["direct_distribution"].shape == (2, 10)

@@ -172,3 +172,28 @@ def test_cot_runs_with_the_tiny_model(tiny_model, tiny_tokenizer):
     for lab in labels:
         assert 0.0 <= lab.p_first <= 1.0 and np.isfinite(lab.p_first)
         assert lab.cot and isinstance(lab.rationales, tuple) and len(lab.rationales) == 2
+
+
+@pytest.mark.slow
+def test_real_judge_prefix_reuse_matches_plain_labels(shared_data_dir):
+    """The packaged 0.5B judge in float32: both paths give the same soft labels."""
+    from rewards.judges import load_judge
+    from rewards.normalization import preference_from_logprobs
+    from rewards.prompts import render_preference_messages
+    from rlaif_gym.data import load_preference_pairs
+
+    try:
+        judge = load_judge("qwen2.5-coder-0.5b-instruct", dtype="float32", num_threads=1)
+    except (FileNotFoundError, ImportError, ValueError) as exc:
+        pytest.skip(f"packaged judge not available: {exc}")
+    pairs = load_preference_pairs("tldr", data_dir=shared_data_dir, high_confidence=True,
+                                  source="local", limit=2)
+    for label, pair in zip(label_pairs(judge, pairs, progress=False), pairs, strict=True):
+        texts = [
+            judge.render_chat(render_preference_messages("tldr", pair.context, a, b))
+            for a, b in (pair.responses, pair.responses[::-1])
+        ]
+        lp = judge.next_token_logprobs(texts, ["1", "2"])
+        p1 = preference_from_logprobs(lp[:, 0], lp[:, 1])
+        assert label.p_order_ab == pytest.approx(p1[0], abs=1e-4)
+        assert label.p_order_ba == pytest.approx(1 - p1[1], abs=1e-4)

@@ -27,6 +27,16 @@ from rewards.prompts import render_plain
 __all__ = ["TransformersJudge"]
 
 
+def _as_torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype or its name (e.g. 'bfloat16'), "
+                         f"got {dtype!r}")
+    return resolved
+
+
 class TransformersJudge(Judge):
     """Judge running a ``transformers`` causal LM in-process.
 
@@ -81,7 +91,7 @@ class TransformersJudge(Judge):
             if tokenizer is None:
                 raise TypeError("pass tokenizer= together with a model object")
             if dtype is not None:
-                model = model.to(dtype=getattr(torch, str(dtype).removeprefix("torch."), dtype))
+                model = model.to(dtype=_as_torch_dtype(dtype))
             model = model.to(torch.device(device))
             config = getattr(model, "config", None)
             default_name = getattr(config, "name_or_path", "") or type(model).__name__
@@ -97,21 +107,22 @@ class TransformersJudge(Judge):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in params
         self._head_inputs: list[torch.Tensor] = []
-        self._capturing = False
         self._exact_head = self._setup_exact_head(exact_logits)
 
     def _setup_exact_head(self, exact_logits: bool | None) -> bool:
-        """Hook the lm_head input so candidate logits can be recomputed in float32 (only
+        """Whether candidate logits are recomputed in float32 from the lm_head input (only
         useful when the model runs in reduced precision and its head is a plain Linear)."""
-        head = self.model.get_output_embeddings() if hasattr(
-            self.model, "get_output_embeddings") else None
-        if not isinstance(head, torch.nn.Linear):
+        head = self._head()
+        if head is None:
             return False
         if exact_logits is None:
             exact_logits = head.weight.dtype != torch.float32
-        if exact_logits:
-            head.register_forward_hook(self._capture_head_input)
         return bool(exact_logits)
+
+    def _head(self) -> torch.nn.Linear | None:
+        get = getattr(self.model, "get_output_embeddings", None)
+        head = get() if callable(get) else None
+        return head if isinstance(head, torch.nn.Linear) else None
 
     # ----------------------------------------------------------------- tokenizer helpers
 
@@ -185,8 +196,7 @@ class TransformersJudge(Judge):
     # ----------------------------------------------------------------- forward helpers
 
     def _capture_head_input(self, module: Any, args: tuple, output: Any) -> None:
-        if self._capturing:
-            self._head_inputs.append(args[0])
+        self._head_inputs.append(args[0])
 
     def _forward(self, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the model; returns ``(logits, lm_head input)`` at the kept positions (the
@@ -199,11 +209,13 @@ class TransformersJudge(Judge):
         if sliced_by_model:
             kwargs["logits_to_keep"] = keep
         self._head_inputs.clear()
-        self._capturing = self._exact_head
+        head = self._head() if self._exact_head else None
+        hook = None if head is None else head.register_forward_hook(self._capture_head_input)
         try:
             logits = self.model(**kwargs).logits
         finally:
-            self._capturing = False
+            if hook is not None:
+                hook.remove()
         hidden = self._head_inputs[-1] if self._head_inputs else None
         self._head_inputs.clear()
         if keep is not None and not sliced_by_model:
@@ -239,7 +251,8 @@ class TransformersJudge(Judge):
         return full[..., cand] - full.logsumexp(-1, keepdim=True)
 
     def _exact_candidate_logits(self, hidden: torch.Tensor, cand: list[int]) -> torch.Tensor:
-        head = self.model.get_output_embeddings()
+        head = self._head()
+        assert head is not None  # checked in _setup_exact_head
         weight = head.weight[cand].float()
         out = hidden.float() @ weight.T
         if getattr(head, "bias", None) is not None:

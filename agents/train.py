@@ -1,0 +1,623 @@
+"""The REINFORCE training loop: rollouts through the vector env, updates, metrics, checkpoints.
+
+One step::
+
+    batch  = collect_episodes(policy, envs, temperature)      # B episodes, one reward call
+    stats  = reinforce_step(policy, value, reference, ...)    # see agents/reinforce.py
+    metrics.csv  += one row                                    # flushed every step
+
+Run folder ``OUT``::
+
+    OUT/config.json         the run's config (JSON; non-JSON values as their repr)
+    OUT/metrics.csv         one row per step (see METRIC_COLUMNS), appended and flushed
+    OUT/curves.png          reward / KL / length / entropy / losses vs step
+    OUT/checkpoint/         the latest checkpoint, replaced atomically:
+        policy/             save_pretrained() weights + tokenizer (load_causal_lm(...) loads it)
+        value.safetensors   value model (backbone + scalar head)
+        trainer_state.pt    both optimizers, torch RNG states (global, sampling generator)
+        state.json          step, python/numpy RNG states, prompt-schedule state, config
+
+A crash or Ctrl-C loses at most the steps since the last checkpoint; ``resume=True``
+reloads the checkpoint, truncates ``metrics.csv`` to its step and continues the same
+curve. Prompts are chosen by a stateless schedule (epoch-wise permutations seeded by
+``(seed, epoch)``) and completions are sampled from a dedicated generator saved in the
+checkpoint, so a resumed run reproduces the uninterrupted one exactly (same device,
+same threads).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.postprocess import PostprocessedReward, get_postprocessor
+from agents.reinforce import StepStats, ValueModel, reinforce_step
+from agents.rollout import collect_episodes
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "PromptSchedule",
+    "TrainConfig",
+    "TrainResult",
+    "build_reward",
+    "make_train_envs",
+    "plot_curves",
+    "read_metrics",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of ``metrics.csv``; ``time*`` columns are wall-clock seconds of the step.
+METRIC_COLUMNS: tuple[str, ...] = (
+    "step", *(f.name for f in dataclasses.fields(StepStats)),
+    "time_rollout", "time_update", "time",
+)
+CHECKPOINT = "checkpoint"
+#: Config fields that may change when resuming without a warning.
+RESUMABLE_CHANGES = frozenset({"steps", "resume", "checkpoint_every", "threads", "progress",
+                               "out_dir", "device"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs (defaults: the paper's settings where it gives them).
+
+    Attributes:
+        out_dir: run folder (created).
+        env_id: a registered id (``RLAIF-TLDR-v0``, ``RLAIF-HH-Helpful-v0``, ...).
+        reward: a reward name (``"direct"``, ``"none"``, names registered in
+            :data:`rewards.registry.REWARD_FACTORIES`), a RewardFunction or a callable
+            ``(prompts, completions) -> scores``.
+        reward_options: keyword options of a named reward.
+        policy: policy model spec (:func:`rlaif_gym.models.load_causal_lm`); also the
+            env's tokenizer spec. The frozen reference policy and the value model's
+            backbone are copies of it.
+        judge: judge model spec, passed as the ``"direct"`` reward's ``judge`` option (None:
+            the reward's default judge).
+        steps: total updates (one batch of ``batch_size`` episodes each).
+        batch_size: episodes per update (= the vector env's ``num_envs``).
+        micro_batch_size: sequences per forward/backward in the update (None: all).
+        lr, value_lr: AdamW learning rates of the policy and the value model.
+        kl_coef: beta of ``(1 - beta) r - beta KL`` (paper: 0.05).
+        temperature: sampling temperature, also used for the loss log-probs (paper: 0.9).
+        max_new_tokens, max_prompt_tokens: episode limits (env options).
+        split: prompt split for training; ``eval_split``: held-out split for ``sample``.
+        data_dir: data folder (default ``$RLAIF_GYM_DATA``).
+        seed: seeds the prompt schedule, the sampling generator and the global RNGs.
+        checkpoint_every: checkpoint (and plot) every N steps; always at the end.
+        threads: ``torch.set_num_threads`` (also the judge's threads); None: unchanged.
+        postprocess: ``"none"``, ``"strip-trailing-punctuation"`` or a callable ``str -> str``
+            applied to completions before the reward sees them (:mod:`agents.postprocess`).
+        max_grad_norm: clip each model's gradient norm (None: no clipping).
+        weight_decay: AdamW weight decay of both optimizers.
+        dtype: parameter dtype of the trained models.
+        device: torch device.
+        resume: continue from ``out_dir/checkpoint`` (fresh start if there is none).
+        env_options: extra keyword arguments of ``gym.make_vec`` (e.g. ``prompts=``,
+            ``tokenizer=``, ``stop_token_ids=``).
+        progress: show a tqdm progress bar.
+    """
+
+    out_dir: str
+    env_id: str = "RLAIF-TLDR-v0"
+    reward: Any = "direct"
+    reward_options: dict[str, Any] = field(default_factory=dict)
+    policy: str = "smollm2-135m-instruct"
+    judge: str | None = None
+    steps: int = 1000
+    batch_size: int = 16
+    micro_batch_size: int | None = None
+    lr: float = 1e-5
+    value_lr: float = 1e-5
+    kl_coef: float = 0.05
+    temperature: float = 0.9
+    max_new_tokens: int = 64
+    max_prompt_tokens: int = 512
+    split: str = "train"
+    eval_split: str = "test"
+    data_dir: str | None = None
+    seed: int = 0
+    checkpoint_every: int = 50
+    threads: int | None = None
+    postprocess: Any = "none"
+    max_grad_norm: float | None = 1.0
+    weight_decay: float = 0.0
+    dtype: str = "float32"
+    device: str = "cpu"
+    resume: bool = False
+    env_options: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "max_new_tokens",
+                     "max_prompt_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if not 0.0 <= self.kl_coef <= 1.0:
+            raise ValueError(f"kl_coef must be in [0, 1], got {self.kl_coef}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("lr", "value_lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        get_postprocessor(self.postprocess)  # fail early on an unknown name
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as JSON-safe values (non-JSON values become their ``repr``)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=repr))
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the run folder, the last step and every metrics row."""
+
+    out_dir: Path
+    step: int
+    metrics: list[dict[str, float]]
+
+
+# --------------------------------------------------------------------------------------------
+# prompts, reward, envs
+
+
+@dataclass(frozen=True)
+class PromptSchedule:
+    """Which prompt each episode starts from: epoch-wise permutations of the prompt set.
+
+    Episode ``k`` (counted over the whole run) uses prompt ``perm_e[k % n]`` with
+    ``e = k // n`` and ``perm_e = default_rng([seed, e]).permutation(n)``: every prompt is
+    seen once per epoch, and the schedule has no state beyond the step count (resuming
+    needs nothing else).
+    """
+
+    num_prompts: int
+    seed: int
+
+    def indices(self, step: int, batch_size: int) -> list[int]:
+        """Prompt indices of the ``batch_size`` episodes of update ``step`` (0-based)."""
+        if self.num_prompts < 1:
+            raise ValueError("the prompt set is empty")
+        out: list[int] = []
+        for k in range(step * batch_size, (step + 1) * batch_size):
+            epoch, pos = divmod(k, self.num_prompts)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_prompts)
+            out.append(int(perm[pos]))
+        return out
+
+
+def _env_task(env_id: str) -> str | None:
+    from rlaif_gym.envs.registration import ENV_IDS
+
+    return ENV_IDS.get(env_id)
+
+
+def build_reward(config: TrainConfig):
+    """The run's :class:`~rewards.base.RewardFunction`: ``config.reward`` built with its
+    options (the ``"direct"`` reward gets ``judge``, the env's task and ``num_threads``),
+    wrapped in :class:`PostprocessedReward` unless ``postprocess`` is ``"none"``/None."""
+    from rewards.registry import make_reward
+
+    options = dict(config.reward_options)
+    if config.reward == "direct":
+        if config.judge is not None:
+            options.setdefault("judge", config.judge)
+        task = _env_task(config.env_id)
+        if task is not None:
+            options.setdefault("task", task)
+        if config.threads is not None:
+            options.setdefault("num_threads", config.threads)
+    elif config.judge is not None and config.reward != "none":
+        warnings.warn(f"judge={config.judge!r} is ignored by reward {config.reward!r}",
+                      stacklevel=2)
+    reward = make_reward(config.reward, **options)
+    if config.postprocess is None or config.postprocess == "none":
+        return reward
+    return PostprocessedReward(reward, get_postprocessor(config.postprocess))
+
+
+def make_train_envs(config: TrainConfig, reward: Any, vocab_size: int, num_envs: int,
+                    split: str, policy_spec: str | None = None):
+    """``gym.make_vec(env_id, num_envs, "vector_entry_point", autoreset DISABLED, ...)``."""
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+
+    import rlaif_gym  # noqa: F401  (registers the ids)
+
+    kwargs: dict[str, Any] = dict(
+        reward=reward, policy=policy_spec or config.policy, split=split,
+        data_dir=config.data_dir, max_prompt_tokens=config.max_prompt_tokens,
+        max_new_tokens=config.max_new_tokens, vocab_size=vocab_size,
+    )
+    kwargs.update(config.env_options)
+    return gym.make_vec(config.env_id, num_envs=num_envs,
+                        vectorization_mode="vector_entry_point",
+                        autoreset_mode=AutoresetMode.DISABLED, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# metrics and curves
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a ``metrics.csv`` as dicts of floats (``step`` as int)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = []
+        for row in csv.DictReader(fh):
+            parsed: dict[str, float] = {k: float(v) for k, v in row.items()}
+            parsed["step"] = int(parsed["step"])
+            rows.append(parsed)
+    return rows
+
+
+def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    """Rewrite ``metrics.csv`` with ``rows`` atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class MetricsWriter:
+    """Appends one row per step to ``metrics.csv`` and flushes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        new = not path.is_file() or path.stat().st_size == 0
+        self._fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.DictWriter(self._fh, fieldnames=METRIC_COLUMNS)
+        if new:
+            self._writer.writeheader()
+            self._fh.flush()
+
+    def write(self, row: dict[str, float]) -> None:
+        self._writer.writerow(row)
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+#: (column, title) of each panel of curves.png.
+CURVE_PANELS = (
+    ("reward", "mean reward (raw, before KL)"),
+    ("kl", "KL(policy || reference) per sequence"),
+    ("completion_length", "completion length (tokens)"),
+    ("entropy", "entropy per token (nats)"),
+    ("value_loss", "value loss"),
+    ("pg_loss", "policy-gradient loss"),
+)
+
+
+def plot_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> Path | None:
+    """Plot the training curves of ``metrics_csv`` to ``out_png`` (Agg, no display).
+
+    Returns the image path, or None when there are no rows yet.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = read_metrics(metrics_csv)
+    if not rows:
+        return None
+    steps = [r["step"] for r in rows]
+    fig = Figure(figsize=(13, 7), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3)
+    for ax, (column, title) in zip(axes.flat, CURVE_PANELS, strict=True):
+        values = [r[column] for r in rows]
+        ax.plot(steps, values, lw=1, alpha=0.5 if len(rows) > 20 else 1.0)
+        if len(rows) > 20:  # a moving average on top of the noisy per-step values
+            width = max(2, len(rows) // 20)
+            smooth = np.convolve(values, np.ones(width) / width, mode="valid")
+            ax.plot(steps[width - 1 :], smooth, lw=2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    out_png = Path(out_png)
+    tmp = out_png.with_name(out_png.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, out_png)
+    return out_png
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _rng_json() -> dict[str, Any]:
+    version, state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(state), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+
+
+def _restore_rng_json(states: dict[str, Any]) -> None:
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def save_checkpoint(out_dir: Path, *, step: int, config: TrainConfig, policy, tokenizer,
+                    value_model: ValueModel, policy_opt, value_opt,
+                    generator: torch.Generator, schedule: PromptSchedule) -> Path:
+    """Write ``out_dir/checkpoint`` atomically: build it in a temporary folder, then swap
+    it in with renames (the previous one is kept as ``checkpoint.old`` until the swap is
+    done, and :func:`find_checkpoint` falls back to it)."""
+    from safetensors.torch import save_file
+
+    final = out_dir / CHECKPOINT
+    tmp = Path(tempfile.mkdtemp(prefix=f"{CHECKPOINT}.tmp-", dir=out_dir))
+    try:
+        policy.save_pretrained(tmp / "policy")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / "policy")
+        save_file({k: v.detach().contiguous().cpu() for k, v in value_model.state_dict().items()},
+                  str(tmp / "value.safetensors"))
+        cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        torch.save({
+            "policy_optimizer": policy_opt.state_dict(),
+            "value_optimizer": value_opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": cuda_states,
+            "generator": generator.get_state(),
+        }, tmp / "trainer_state.pt")
+        state = {
+            "step": step,
+            "rng": _rng_json(),
+            "schedule": {"num_prompts": schedule.num_prompts, "seed": schedule.seed,
+                         "episodes_done": step * config.batch_size},
+            "config": config.to_json(),
+        }
+        (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+        _fsync_tree(tmp)
+        old = out_dir / f"{CHECKPOINT}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """``out_dir/checkpoint`` if complete, else ``checkpoint.old`` (a swap was
+    interrupted), else None."""
+    for name in (CHECKPOINT, f"{CHECKPOINT}.old"):
+        folder = Path(out_dir) / name
+        if (folder / "state.json").is_file() and (folder / "trainer_state.pt").is_file():
+            return folder
+    return None
+
+
+def load_policy_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Load the ``*.safetensors`` written by ``save_pretrained`` into ``model`` in place.
+
+    Keys missing from the files must be tied to a loaded parameter (e.g. ``lm_head.weight``
+    tied to the embeddings); anything else is an error.
+    """
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors weights in {folder}")
+    weights: dict[str, torch.Tensor] = {}
+    for path in files:
+        weights.update(load_file(str(path)))
+    result = model.load_state_dict(weights, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded_ptrs = {params[k].data_ptr() for k in weights if k in params}
+    untied = [k for k in result.missing_keys
+              if k not in params or params[k].data_ptr() not in loaded_ptrs]
+    if untied or result.unexpected_keys:
+        raise RuntimeError(f"checkpoint {folder} does not match the policy: missing {untied}, "
+                           f"unexpected {result.unexpected_keys}")
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+def _check_resume_config(config: TrainConfig, saved: dict[str, Any]) -> None:
+    current = config.to_json()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
+                     and k in saved and current[k] != saved[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved[k]!r} -> {current[k]!r}" for k in changed)
+        warnings.warn(f"resuming with a changed config ({details}); the run will not "
+                      "reproduce an uninterrupted one", stacklevel=3)
+
+
+def _prepare_out_dir(config: TrainConfig) -> tuple[Path, Path | None]:
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = find_checkpoint(out)
+    if not config.resume and (checkpoint is not None or (out / "metrics.csv").exists()):
+        raise FileExistsError(
+            f"{out} already holds a run (metrics.csv or checkpoint/); pass resume=True "
+            "(--resume) to continue it or choose another out_dir"
+        )
+    if config.resume and checkpoint is None:
+        logger.warning("resume requested but %s has no checkpoint: starting from step 0", out)
+    if checkpoint is None:
+        (out / "metrics.csv").unlink(missing_ok=True)
+    return out, checkpoint
+
+
+def _set_seeds(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(config: TrainConfig,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train ``config.policy`` with REINFORCE on ``config.env_id`` (see the module doc).
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        on_step: optional callback ``(step, metrics_row)`` after each update's row is written.
+
+    Returns:
+        :class:`TrainResult` with every metrics row of the run (resumed rows included).
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a run and ``resume`` is False.
+        KeyboardInterrupt: re-raised after the curves are plotted (the last checkpoint
+            stays the resume point).
+    """
+    from tqdm.auto import tqdm
+
+    from rlaif_gym.models import load_causal_lm
+
+    out, checkpoint = _prepare_out_dir(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    device = torch.device(config.device)
+    saved_state: dict[str, Any] | None = None
+    if checkpoint is not None:
+        saved_state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+        _check_resume_config(config, saved_state["config"])
+
+    # models: reference (frozen initial policy), policy, value (backbone copy + head)
+    reference = load_causal_lm(config.policy, dtype=config.dtype, device=device)
+    reference.requires_grad_(False)
+    reference.eval()
+    policy = copy.deepcopy(reference)
+    policy.requires_grad_(True)
+    value_model = ValueModel.from_policy(reference)
+    value_model.requires_grad_(True)
+    value_model.eval()
+    if checkpoint is not None:
+        from safetensors.torch import load_file
+
+        load_policy_weights(policy, checkpoint / "policy")
+        value_model.load_state_dict(load_file(str(checkpoint / "value.safetensors"),
+                                              device=str(device)))
+    policy_opt = torch.optim.AdamW(policy.parameters(), lr=config.lr,
+                                   weight_decay=config.weight_decay)
+    value_opt = torch.optim.AdamW(value_model.parameters(), lr=config.value_lr,
+                                  weight_decay=config.weight_decay)
+
+    reward = build_reward(config)
+    envs = make_train_envs(config, reward, int(policy.config.vocab_size), config.batch_size,
+                           config.split)
+    unwrapped = envs.unwrapped
+    n_actions = int(envs.single_action_space.n)
+    pad_id = int(unwrapped.core.pad_token_id)
+    schedule = PromptSchedule(len(unwrapped.prompts), config.seed)
+    generator = torch.Generator(device=device)
+
+    _set_seeds(config.seed)
+    generator.manual_seed(config.seed)
+    start = 0
+    if checkpoint is not None and saved_state is not None:
+        trainer = torch.load(checkpoint / "trainer_state.pt", map_location=device,
+                             weights_only=True)
+        policy_opt.load_state_dict(trainer["policy_optimizer"])
+        value_opt.load_state_dict(trainer["value_optimizer"])
+        torch.set_rng_state(trainer["torch_rng"])
+        if trainer["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(trainer["cuda_rng"])
+        generator.set_state(trainer["generator"])
+        _restore_rng_json(saved_state["rng"])
+        start = int(saved_state["step"])
+        rows = [r for r in read_metrics(out / "metrics.csv") if r["step"] <= start]
+        _write_metrics(out / "metrics.csv", rows)
+    (out / "config.json").write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
+
+    writer = MetricsWriter(out / "metrics.csv")
+    last_saved = start
+
+    def checkpoint_now(step: int) -> None:
+        nonlocal last_saved
+        save_checkpoint(out, step=step, config=config, policy=policy,
+                        tokenizer=unwrapped.tokenizer, value_model=value_model,
+                        policy_opt=policy_opt, value_opt=value_opt, generator=generator,
+                        schedule=schedule)
+        plot_curves(out / "metrics.csv", out / "curves.png")
+        last_saved = step
+
+    bar = tqdm(total=config.steps, initial=start, disable=not config.progress,
+               desc="train", dynamic_ncols=True)
+    step = start
+    try:
+        for step in range(start, config.steps):
+            t0 = time.perf_counter()
+            batch = collect_episodes(
+                policy, envs, temperature=config.temperature, generator=generator,
+                reset_options={"index": schedule.indices(step, config.batch_size)},
+            )
+            t1 = time.perf_counter()
+            stats = reinforce_step(
+                policy, value_model, reference, policy_opt, value_opt,
+                batch.prompt_ids, batch.completion_ids, batch.rewards,
+                kl_coef=config.kl_coef, temperature=config.temperature, n_actions=n_actions,
+                pad_id=pad_id, micro_batch_size=config.micro_batch_size,
+                max_grad_norm=config.max_grad_norm,
+            )
+            t2 = time.perf_counter()
+            row = {"step": step + 1, **dataclasses.asdict(stats),
+                   "time_rollout": t1 - t0, "time_update": t2 - t1, "time": t2 - t0}
+            writer.write(row)
+            bar.update(1)
+            bar.set_postfix(reward=f"{stats.reward:+.3f}", kl=f"{stats.kl:.3f}",
+                            len=f"{stats.completion_length:.0f}")
+            if on_step is not None:
+                on_step(step + 1, row)
+            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+                checkpoint_now(step + 1)
+        step = config.steps
+    except KeyboardInterrupt:
+        logger.warning("interrupted at step %d; the last checkpoint is step %d (resume "
+                       "continues from there)", step, last_saved)
+        plot_curves(out / "metrics.csv", out / "curves.png")
+        raise
+    finally:
+        bar.close()
+        writer.close()
+        envs.close()
+    if last_saved != config.steps:  # steps <= the checkpoint's step: nothing was run
+        plot_curves(out / "metrics.csv", out / "curves.png")
+    return TrainResult(out_dir=out, step=config.steps, metrics=read_metrics(out / "metrics.csv"))
