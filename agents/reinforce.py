@@ -58,7 +58,8 @@ A SEPARATE model, as in the paper: a copy of the initial policy's transformer ba
 start). It has its own optimiser and learning rate. A value head on the policy would share
 the backbone and save memory, but then ``L_V`` would move the policy's features (and need a
 loss weight to balance against ``L_PG``); the separate model keeps the two objectives apart,
-matching the paper. Models run in eval mode during updates (no dropout): the recomputed
+matching the paper. The cost is memory: policy, reference and value model (3 copies of the
+weights) plus two AdamW states. Models run in eval mode during updates (no dropout): the recomputed
 log-probs are then those of the policy that sampled.
 """
 
@@ -77,6 +78,7 @@ __all__ = [
     "PackedEpisodes",
     "StepStats",
     "ValueModel",
+    "completion_logits",
     "kl_penalized_reward",
     "pack_episodes",
     "reinforce_losses",

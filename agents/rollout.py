@@ -78,6 +78,54 @@ def _last_logits_only(model: torch.nn.Module) -> dict[str, int]:
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
+#: Vocabulary block size of :func:`sample_tokens` (two-level inverse-CDF sampling).
+SAMPLE_BLOCK = 1024
+
+
+def sample_tokens(
+    logp: torch.Tensor, generator: torch.Generator | None = None, block: int = SAMPLE_BLOCK
+) -> torch.Tensor:
+    """One token per row from ``softmax`` probabilities ``logp.exp()`` (inverse CDF).
+
+    ``torch.multinomial`` draws one exponential variate per vocabulary entry (B x V random
+    numbers, about 12 ms for 16 x 49152 on 2 CPU threads); inverse-CDF sampling needs one
+    uniform per row. To keep the CDF exact in float64 without converting the whole
+    ``(B, V)`` matrix, it is done in two levels: choose a block of ``block`` tokens from
+    the float64 block sums, then a token inside it from the float64 cumulative sum of that
+    block (about 0.7 ms). Zero-probability tokens are never chosen.
+
+    Args:
+        logp: float ``(B, V)`` log-probabilities (rows need not be exactly normalized).
+        generator: torch RNG on ``logp``'s device.
+        block: tokens per block.
+
+    Returns:
+        int64 ``(B,)`` token ids in ``[0, V)``.
+
+    Raises:
+        ValueError: a row has no finite positive probability mass.
+    """
+    rows, vocab = logp.shape
+    probs = logp.exp()
+    n_blocks = -(-vocab // block)
+    if n_blocks * block != vocab:
+        probs = torch.nn.functional.pad(probs, (0, n_blocks * block - vocab))
+    blocks = probs.view(rows, n_blocks, block)
+    block_mass = blocks.sum(-1, dtype=torch.float64)  # (B, n_blocks)
+    block_cdf = block_mass.cumsum(-1)
+    total = block_cdf[:, -1:]
+    if not bool(torch.all(torch.isfinite(total) & (total > 0))):
+        raise ValueError("sampling distribution has NaN/inf or no positive mass")
+    u = torch.rand((rows, 1), generator=generator, dtype=torch.float64, device=logp.device)
+    u = u * total
+    chosen = torch.searchsorted(block_cdf, u, right=True).clamp_(max=n_blocks - 1)
+    rest = u - (block_cdf.gather(1, chosen) - block_mass.gather(1, chosen))
+    inner = blocks[torch.arange(rows, device=logp.device), chosen.squeeze(1)]
+    inner_cdf = inner.double().cumsum(-1)
+    offset = torch.searchsorted(inner_cdf, rest, right=True).clamp_(max=block - 1)
+    return (chosen * block + offset).squeeze(1).clamp_(max=vocab - 1)
+
+
 def _output_cache(out: Any) -> Any:
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
@@ -174,7 +222,7 @@ def collect_episodes(
     while not done.all():
         logits = next_logits[:, :n_actions] / temperature
         logp = torch.log_softmax(logits, dim=-1)
-        actions_t = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        actions_t = sample_tokens(logp, generator)
         chosen_logp = logp.gather(-1, actions_t[:, None]).squeeze(-1).cpu().numpy()
         actions = actions_t.cpu().numpy().astype(np.int64)
 

@@ -384,12 +384,14 @@ def save_checkpoint(out_dir: Path, *, step: int, config: TrainConfig, policy, to
 
     final = out_dir / CHECKPOINT
     tmp = Path(tempfile.mkdtemp(prefix=f"{CHECKPOINT}.tmp-", dir=out_dir))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a run folder is meant to be shared
     try:
         policy.save_pretrained(tmp / "policy")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "policy")
         save_file({k: v.detach().contiguous().cpu() for k, v in value_model.state_dict().items()},
                   str(tmp / "value.safetensors"))
+        os.chmod(tmp / "value.safetensors", 0o644)
         cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
         torch.save({
             "policy_optimizer": policy_opt.state_dict(),
@@ -553,7 +555,8 @@ def train(config: TrainConfig,
     generator.manual_seed(config.seed)
     start = 0
     if checkpoint is not None and saved_state is not None:
-        trainer = torch.load(checkpoint / "trainer_state.pt", map_location=device,
+        # RNG states must stay on the CPU; the optimizers move their states to the params
+        trainer = torch.load(checkpoint / "trainer_state.pt", map_location="cpu",
                              weights_only=True)
         policy_opt.load_state_dict(trainer["policy_optimizer"])
         value_opt.load_state_dict(trainer["value_optimizer"])

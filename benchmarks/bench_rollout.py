@@ -15,7 +15,8 @@ tokens per sequence:
   top_p=1.0``.
 
 The contenders alternate within each repetition (warm-up run first, not timed); tokens/s
-is ``B * max_new_tokens / seconds`` (prefill included in both). Medians over ``--reps``.
+is ``B * max_new_tokens / seconds`` (prefill included in both). Medians over ``--reps``,
+and the median of the per-repetition ratios (robust to load drifting on a shared machine).
 
 Run from the repo root::
 
@@ -148,7 +149,9 @@ def main() -> None:
     gen_median = statistics.median(rates["generate"])
     print(f"median env      : {env_median:8.1f} tok/s")
     print(f"median generate : {gen_median:8.1f} tok/s")
-    print(f"ratio env / generate: {env_median / gen_median:.2f}x")
+    paired = [e / g for e, g in zip(rates["env"], rates["generate"], strict=True)]
+    print(f"ratio env / generate: {env_median / gen_median:.2f}x (ratio of medians), "
+          f"{statistics.median(paired):.2f}x (median of per-repetition ratios)")
 
 
 if __name__ == "__main__":

@@ -213,9 +213,12 @@ def label_pairs(
     pairs = list(pairs)
     for pair in pairs:  # fail before any model call
         _check_pair(pair)
-    for task in sorted({p.task for p in pairs}):  # unknown task / variant / shots: fail early
-        render_preference_messages(load_template(task if template is None else template),
-                                   "c", "a", "b", prompt=prompt, cot=cot, shots=shots)
+    templates = {  # task -> loaded template; unknown task / variant / shots fail here
+        task: load_template(task if template is None else template)
+        for task in sorted({p.task for p in pairs})
+    }
+    for loaded in templates.values():
+        render_preference_messages(loaded, "c", "a", "b", prompt=prompt, cot=cot, shots=shots)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(pairs), desc=f"labeling ({judge.name})", unit="pair",
@@ -223,19 +226,18 @@ def label_pairs(
     try:
         if cot:
             for chunk in _chunks(pairs, batch_size):
-                yield from _label_cot(judge, chunk, template, prompt, shots, cot_max_tokens)
+                yield from _label_cot(judge, chunk, templates, prompt, shots, cot_max_tokens)
                 bar.update(len(chunk))
         else:
             for pair in pairs:
-                yield _label_direct_pair(judge, pair, template, prompt, shots)
+                yield _label_direct_pair(judge, pair, templates[pair.task], prompt, shots)
                 bar.update(1)
     finally:
         bar.close()
 
 
-def _chats(pair: PreferencePair, template: Any, prompt: str, cot: bool,
+def _chats(pair: PreferencePair, loaded: PromptTemplate, prompt: str, cot: bool,
            shots: int) -> tuple[PreferenceTemplate, ChatPrompt, ChatPrompt]:
-    loaded = load_template(pair.task if template is None else template)
     first, second = pair.responses
     ab = render_preference_messages(loaded, pair.context, first, second,
                                     prompt=prompt, cot=cot, shots=shots)
@@ -262,9 +264,9 @@ def _make_label(pair: PreferencePair, judge: Judge, p_ab: float, p_ba: float, pr
     )
 
 
-def _label_direct_pair(judge: Judge, pair: PreferencePair, template: Any, prompt: str,
+def _label_direct_pair(judge: Judge, pair: PreferencePair, loaded: PromptTemplate, prompt: str,
                        shots: int) -> PreferenceLabel:
-    tpl, ab, ba = _chats(pair, template, prompt, False, shots)
+    tpl, ab, ba = _chats(pair, loaded, prompt, False, shots)
     full = [judge.render_chat(ab), judge.render_chat(ba)]
     prefix = shared_rendered_prefix(judge, [ab, ba], full)
     if prefix is None:
@@ -279,17 +281,19 @@ def _label_direct_pair(judge: Judge, pair: PreferencePair, template: Any, prompt
 
 def _clean_rationale(text: str, ending: str) -> str:
     """The generated rationale, cut before the model writes the ending itself."""
-    cut = text.find(ending.strip())
+    marker = ending.strip()
+    cut = text.find(marker) if marker else -1
     if cut >= 0:
         text = text[:cut]
     return text.rstrip()
 
 
-def _label_cot(judge: Judge, pairs: Sequence[PreferencePair], template: Any, prompt: str,
-               shots: int, max_tokens: int) -> list[PreferenceLabel]:
+def _label_cot(judge: Judge, pairs: Sequence[PreferencePair],
+               templates: Mapping[str, PromptTemplate], prompt: str, shots: int,
+               max_tokens: int) -> list[PreferenceLabel]:
     tpls, step1 = [], []
     for pair in pairs:
-        tpl, ab, ba = _chats(pair, template, prompt, True, shots)
+        tpl, ab, ba = _chats(pair, templates[pair.task], prompt, True, shots)
         tpls.append(tpl)
         step1.extend([judge.render_chat(ab), judge.render_chat(ba)])
     generated = judge.generate(step1, max_tokens)

@@ -290,3 +290,26 @@ def test_postprocessor_names_and_errors():
     bad = PostprocessedReward(ZeroReward(), lambda s: 3)  # type: ignore[arg-type,return-value]
     with pytest.raises(TypeError, match="expected str"):
         bad(["p"], ["c"])
+
+
+# -- the rollout's sampler --------------------------------------------------------------------
+
+
+def test_inverse_cdf_sampler_matches_the_distribution_and_skips_zero_mass_tokens():
+    from agents.rollout import sample_tokens
+
+    probs = torch.tensor([0.1, 0.0, 0.25, 0.3, 0.05, 0.3, 0.0])
+    logp = probs.log()[None].repeat(40_000, 1)
+    gen = torch.Generator().manual_seed(0)
+    for block in (3, 4, 1024):  # several blocks, a padded last block, a single block
+        counts = torch.bincount(sample_tokens(logp, gen, block=block), minlength=7)
+        freq = counts.double() / 40_000
+        assert counts[1] == 0 and counts[6] == 0
+        assert torch.allclose(freq, probs.double(), atol=0.01), (block, freq)
+
+
+def test_inverse_cdf_sampler_rejects_nan_rows():
+    from agents.rollout import sample_tokens
+
+    with pytest.raises(ValueError, match="NaN"):
+        sample_tokens(torch.full((1, 5), float("nan")))

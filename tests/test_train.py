@@ -27,15 +27,17 @@ LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
 
 class LetterFraction:
     """Toy reward: the fraction of a completion's characters that are ASCII lowercase letters
-    (about 0.1 for the random tiny model). Raises at call ``fail_at`` to simulate a crash."""
+    (about 0.1 for the random tiny model). Raises once more than ``fail_after`` episodes
+    were scored, to simulate a crash (the env scores the episodes that end in one env step
+    together, so a batch may take several calls)."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
-        self.calls = 0
-        self.fail_at = fail_at
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.episodes = 0
+        self.fail_after = fail_after
 
     def __call__(self, prompts, completions):
-        self.calls += 1
-        if self.fail_at is not None and self.calls >= self.fail_at:
+        self.episodes += len(completions)
+        if self.fail_after is not None and self.episodes > self.fail_after:
             raise RuntimeError("simulated crash")
         return [sum(ch in LETTERS for ch in c) / max(len(c), 1) for c in completions]
 
@@ -96,7 +98,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
     reference = train(tiny_config(tmp_path / "straight"))
     out = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny_config(out, reward=LetterFraction(fail_at=5)))  # dies in step 5
+        train(tiny_config(out, reward=LetterFraction(fail_after=16)))  # dies in step 5
     assert [r["step"] for r in read_metrics(out / "metrics.csv")] == [1, 2, 3, 4]
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
     resumed = train(tiny_config(out, resume=True))
