@@ -186,3 +186,17 @@ def test_reward_options_are_parsed_as_json_when_possible():
     config = config_from_args(args)
     assert config.reward_options == {"batch_size": 4, "dtype": "bfloat16"}
     assert config.max_grad_norm is None and config.reward == "direct"
+
+
+def test_direct_reward_gets_the_judge_option_and_the_postprocess_wrapper(tmp_path):
+    from agents.postprocess import PostprocessedReward
+    from agents.train import build_reward
+
+    config = tiny_config(tmp_path, reward="direct", judge="tiny-random",
+                         postprocess="strip-trailing-punctuation")
+    reward = build_reward(config)
+    assert isinstance(reward, PostprocessedReward)
+    out = reward(["TITLE: a post\nPOST: text"], ["a summary . ."])
+    assert out.scores.shape == (1,) and -1.0 <= out.scores[0] <= 1.0
+    assert "direct_expected_score" in out.details  # the d-RLAIF reward did the scoring
+    assert reward.inner.judge.model.config.vocab_size == 259  # the tiny judge, not the default
