@@ -14,6 +14,8 @@ import os
 import textwrap
 from typing import Any
 
+from rlaif_gym.cli import positive_int
+
 #: CLI defaults; equal to the TrainConfig field defaults.
 DEFAULTS: dict[str, Any] = {
     "env_id": "RLAIF-TLDR-v0",
@@ -69,13 +71,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_sample(subparsers)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
@@ -97,11 +92,11 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default=d["policy"], help="policy model spec (%(default)s)")
     p.add_argument("--judge", default=d["judge"],
                    help="judge model spec for --reward direct (default: the reward's default)")
-    p.add_argument("--steps", type=_positive_int, default=d["steps"],
+    p.add_argument("--steps", type=positive_int, default=d["steps"],
                    help="total updates (%(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"],
+    p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                    help="episodes per update = vector env size (%(default)s)")
-    p.add_argument("--micro-batch-size", type=_positive_int, default=d["micro_batch_size"],
+    p.add_argument("--micro-batch-size", type=positive_int, default=d["micro_batch_size"],
                    help="sequences per forward/backward (default: the whole batch)")
     p.add_argument("--lr", type=float, default=d["lr"], help="policy AdamW lr (%(default)s)")
     p.add_argument("--value-lr", type=float, default=d["value_lr"],
@@ -110,15 +105,15 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                    help="beta in (1 - beta) r - beta KL (%(default)s)")
     p.add_argument("--temperature", type=float, default=d["temperature"],
                    help="sampling (and loss) temperature (%(default)s)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=d["max_new_tokens"])
-    p.add_argument("--max-prompt-tokens", type=_positive_int, default=d["max_prompt_tokens"])
+    p.add_argument("--max-new-tokens", type=positive_int, default=d["max_new_tokens"])
+    p.add_argument("--max-prompt-tokens", type=positive_int, default=d["max_prompt_tokens"])
     p.add_argument("--split", default=d["split"], help="training prompt split (%(default)s)")
     p.add_argument("--eval-split", default=d["eval_split"],
                    help="held-out split used by `rlaif-gym sample` (%(default)s)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
     p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--checkpoint-every", type=_positive_int, default=d["checkpoint_every"])
-    p.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1,
+    p.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
+    p.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1,
                    help="torch threads (policy and judge; default: all cores)")
     p.add_argument("--postprocess", default=d["postprocess"],
                    choices=["none", "strip-trailing-punctuation"],
@@ -142,13 +137,13 @@ def _register_sample(subparsers: argparse._SubParsersAction) -> None:
                     "(the run's --eval-split unless --split is given).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--n", type=_positive_int, default=5, help="completions (%(default)s)")
+    p.add_argument("--n", type=positive_int, default=5, help="completions (%(default)s)")
     p.add_argument("--split", default=None, help="prompt split (default: the run's eval split)")
     p.add_argument("--data-dir", default=None, help="data folder (default: the run's)")
     p.add_argument("--temperature", type=float, default=None,
                    help="default: the run's temperature")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=_positive_int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", type=positive_int, default=os.cpu_count() or 1)
     p.set_defaults(func=run_sample)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.alignment import alignment_report, format_table, read_labels_jsonl
+from rlaif_gym.cli import non_negative_int, positive_int
 
 TASKS: tuple[str, ...] = ("tldr", "helpful", "harmless")
 PROMPTS: tuple[str, ...] = ("base", "detailed")
@@ -85,20 +86,6 @@ def label_pairs(judge: Any, pairs: Sequence[Any], **options: Any) -> Iterator[An
 # --------------------------------------------------------------------------- parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``label`` and ``alignment`` subcommands."""
     p = subparsers.add_parser(
@@ -116,16 +103,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default=None, help="data split (default: the task's default)")
     p.add_argument("--high-confidence", action="store_true",
                    help="keep only high-confidence human comparisons (TL;DR or pair files)")
-    p.add_argument("--limit", type=_positive_int, default=None, help="label the first N pairs")
+    p.add_argument("--limit", type=positive_int, default=None, help="label the first N pairs")
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
                    help=f"judge model (default: {DEFAULT_JUDGE})")
     p.add_argument("--prompt", default="base", choices=PROMPTS, help="preamble variant")
     p.add_argument("--cot", action="store_true", help="elicit a chain-of-thought rationale")
-    p.add_argument("--cot-max-tokens", type=_positive_int, default=None,
+    p.add_argument("--cot-max-tokens", type=positive_int, default=None,
                    help="rationale length limit with --cot (default: the labeler's)")
-    p.add_argument("--shots", type=_non_negative_int, default=0, help="few-shot exemplars")
-    p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--shots", type=non_negative_int, default=0, help="few-shot exemplars")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--out", required=True, metavar="LABELS.jsonl", help="output JSONL file")
     p.set_defaults(func=run_label)
 

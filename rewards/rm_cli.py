@@ -34,23 +34,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rlaif_gym.cli import positive_float, positive_int
+
 TASKS: tuple[str, ...] = ("tldr", "helpful", "harmless")
 DEFAULT_BASE = "smollm2-135m-instruct"
 SPLIT_FILE = "split.json"
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _fraction(text: str) -> float:
@@ -68,7 +56,7 @@ def _add_data_args(p: argparse.ArgumentParser, task_required: bool) -> None:
     p.add_argument("--split", default=None, help="data split (default: the task's default)")
     p.add_argument("--high-confidence", action="store_true",
                    help="keep only high-confidence human comparisons")
-    p.add_argument("--limit", type=_positive_int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="use only the first N loaded pairs (smoke runs; the split is made "
                         "over these)")
 
@@ -88,12 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_data_args(t, task_required=True)
     t.add_argument("--base", default=DEFAULT_BASE, metavar="SPEC",
                    help=f"backbone model spec (default: {DEFAULT_BASE})")
-    t.add_argument("--epochs", type=_positive_int, default=1)
-    t.add_argument("--lr", type=_positive_float, default=1e-5)
-    t.add_argument("--batch-size", type=_positive_int, default=8, help="pairs per micro-batch")
-    t.add_argument("--grad-accum", type=_positive_int, default=1,
+    t.add_argument("--epochs", type=positive_int, default=1)
+    t.add_argument("--lr", type=positive_float, default=1e-5)
+    t.add_argument("--batch-size", type=positive_int, default=8, help="pairs per micro-batch")
+    t.add_argument("--grad-accum", type=positive_int, default=1,
                    help="micro-batches per optimizer step")
-    t.add_argument("--max-length", type=_positive_int, default=512,
+    t.add_argument("--max-length", type=positive_int, default=512,
                    help="tokens per (context, response) sequence")
     t.add_argument("--warmup-steps", type=int, default=0)
     t.add_argument("--weight-decay", type=float, default=0.0)
@@ -103,12 +91,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fraction of posts/contexts held out (default 0.1)")
     t.add_argument("--split-file", default=None, metavar="SPLIT.json",
                    help="reuse this split (e.g. OTHER_RUN/split.json) instead of computing one")
-    t.add_argument("--max-steps", type=_positive_int, default=None,
+    t.add_argument("--max-steps", type=positive_int, default=None,
                    help="stop after this many optimizer steps (a checkpoint is saved)")
-    t.add_argument("--save-every", type=_positive_int, default=None,
+    t.add_argument("--save-every", type=positive_int, default=None,
                    help="also save a checkpoint every N optimizer steps")
-    t.add_argument("--eval-batch-size", type=_positive_int, default=16)
-    t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    t.add_argument("--eval-batch-size", type=positive_int, default=16)
+    t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     t.add_argument("--out", required=True, metavar="DIR", help="output directory")
     t.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in --out (same data and hyperparameters)")
@@ -126,8 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate one side of this split (default: DIR/split.json if present)")
     e.add_argument("--side", default=None, choices=("train", "test", "all"),
                    help="side of the split (default: test when a split file is used)")
-    e.add_argument("--batch-size", type=_positive_int, default=16)
-    e.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    e.add_argument("--batch-size", type=positive_int, default=16)
+    e.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=run_eval)
 

@@ -16,6 +16,30 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = ("rlaif_gym.demo", "rewards.cli", "rewards.rm_cli", "agents.cli")
 
 
+def positive_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type=``: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type=``: a float > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every registered subcommand."""
     from rlaif_gym import __version__
