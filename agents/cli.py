@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "max_prompt_tokens": 512,
     "split": "train",
     "eval_split": "test",
+    "train_prompts": None,
     "seed": 0,
     "checkpoint_every": 50,
     "postprocess": "none",
@@ -108,6 +109,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=d["max_new_tokens"])
     p.add_argument("--max-prompt-tokens", type=positive_int, default=d["max_prompt_tokens"])
     p.add_argument("--split", default=d["split"], help="training prompt split (%(default)s)")
+    p.add_argument("--train-prompts", type=positive_int, default=d["train_prompts"],
+                   help="train on the first N prompts of --split only; the rest stay held "
+                        "out (default: all)")
     p.add_argument("--eval-split", default=d["eval_split"],
                    help="held-out split used by `rlaif-gym sample` (%(default)s)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
@@ -171,7 +175,8 @@ def config_from_args(args: argparse.Namespace):
         micro_batch_size=args.micro_batch_size, lr=args.lr, value_lr=args.value_lr,
         kl_coef=args.kl_coef, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-        split=args.split, eval_split=args.eval_split, data_dir=args.data_dir, seed=args.seed,
+        split=args.split, eval_split=args.eval_split, train_prompts=args.train_prompts,
+        data_dir=args.data_dir, seed=args.seed,
         checkpoint_every=args.checkpoint_every, threads=args.threads,
         postprocess=args.postprocess,
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,

@@ -99,6 +99,8 @@ class TrainConfig:
         temperature: sampling temperature, also used for the loss log-probs (paper: 0.9).
         max_new_tokens, max_prompt_tokens: episode limits (env options).
         split: prompt split for training; ``eval_split``: held-out split for ``sample``.
+        train_prompts: train on the first N prompts of ``split`` only, so prompts
+            ``N, N+1, ...`` of the same split stay held out for evaluation (None: all).
         data_dir: data folder (default ``$RLAIF_GYM_DATA``).
         seed: seeds the prompt schedule, the sampling generator and the global RNGs.
         checkpoint_every: checkpoint (and plot) every N steps; always at the end.
@@ -132,6 +134,7 @@ class TrainConfig:
     max_prompt_tokens: int = 512
     split: str = "train"
     eval_split: str = "test"
+    train_prompts: int | None = None
     data_dir: str | None = None
     seed: int = 0
     checkpoint_every: int = 50
@@ -151,6 +154,11 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.train_prompts is not None and (
+                isinstance(self.train_prompts, bool) or not isinstance(self.train_prompts, int)
+                or self.train_prompts < 1):
+            raise ValueError(f"train_prompts must be None or a positive int, "
+                             f"got {self.train_prompts!r}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
         if not 0.0 <= self.kl_coef <= 1.0:
@@ -548,7 +556,14 @@ def train(config: TrainConfig,
     unwrapped = envs.unwrapped
     n_actions = int(envs.single_action_space.n)
     pad_id = int(unwrapped.core.pad_token_id)
-    schedule = PromptSchedule(len(unwrapped.prompts), config.seed)
+    n_prompts = len(unwrapped.prompts)
+    if config.train_prompts is not None:
+        if config.train_prompts > n_prompts:
+            envs.close()
+            raise ValueError(f"train_prompts={config.train_prompts} but split "
+                             f"{config.split!r} has only {n_prompts} prompts")
+        n_prompts = config.train_prompts
+    schedule = PromptSchedule(n_prompts, config.seed)
     generator = torch.Generator(device=device)
 
     _set_seeds(config.seed)

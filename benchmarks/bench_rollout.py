@@ -59,12 +59,21 @@ def left_pad(prompts: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock timers measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_env(model, envs, indices: list[int], seed: int) -> tuple[float, int]:
     """Seconds for one ``collect_episodes`` batch; number of generated tokens."""
-    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    _sync(device)
     start = time.perf_counter()
     batch = collect_episodes(model, envs, temperature=0.9, seed=seed, generator=gen,
                              reset_options={"index": indices})
+    _sync(device)
     seconds = time.perf_counter() - start
     return seconds, int(batch.completion_lengths.sum())
 
@@ -73,6 +82,9 @@ def time_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   max_new_tokens: int, pad_id: int, seed: int) -> tuple[float, int]:
     """Seconds for one ``model.generate`` batch; number of generated tokens."""
     torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    _sync(device)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(
@@ -80,6 +92,7 @@ def time_generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             temperature=0.9, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
             min_new_tokens=max_new_tokens, pad_token_id=pad_id,
         )
+    _sync(device)
     seconds = time.perf_counter() - start
     return seconds, int((out.shape[1] - input_ids.shape[1]) * out.shape[0])
 
@@ -97,10 +110,12 @@ def main() -> None:
     parser.add_argument("--split", default=None,
                         help="default: 'test' with --data-dir, else 'sample'")
     parser.add_argument("--profile", action="store_true", help="cProfile one env rollout")
+    parser.add_argument("--device", default="cpu", help="torch device (%(default)s)")
+    parser.add_argument("--dtype", default=None, help="model dtype (default: the loader's)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    model = load_causal_lm(args.policy)
+    model = load_causal_lm(args.policy, dtype=args.dtype, device=args.device)
     tokenizer = load_tokenizer(args.policy)
     split = args.split or ("test" if args.data_dir else "sample")
     envs = gym.make_vec(
@@ -115,7 +130,8 @@ def main() -> None:
     prompts = [core.prompt_ids(i) for i in indices]
     pad_id = core.pad_token_id
     input_ids, attention_mask = left_pad(prompts, pad_id)
-    print(f"model {args.policy}, torch threads {torch.get_num_threads()}, B={args.batch_size}, "
+    print(f"model {args.policy} on {args.device} ({model.dtype}), "
+          f"torch threads {torch.get_num_threads()}, B={args.batch_size}, "
           f"max_new_tokens={args.max_new_tokens}, prompt lengths "
           f"{min(map(len, prompts))}-{max(map(len, prompts))} ({core.data_source})")
 

@@ -62,11 +62,14 @@ def load_preference_pairs(task: str, **options: Any) -> Sequence[Any]:
     return pairs if limit is None else pairs[:limit]
 
 
-def load_judge(spec: str, num_threads: int | None = None) -> Any:
-    """:func:`rewards.judges.load_judge` with the default backend."""
+def load_judge(spec: str, num_threads: int | None = None, **backend: Any) -> Any:
+    """:func:`rewards.judges.load_judge`; ``backend`` options (``backend=``, ``base_urls=``,
+    ``server=``...) only for the non-default backends (``None`` values are dropped)."""
     from rewards.judges import load_judge as impl
 
-    return impl(spec, num_threads=num_threads)
+    if backend.get("backend", "transformers") == "transformers":
+        return impl(spec, num_threads=num_threads)
+    return impl(spec, **{k: v for k, v in backend.items() if v is not None})
 
 
 def label_pairs(judge: Any, pairs: Sequence[Any], **options: Any) -> Iterator[Any]:
@@ -113,6 +116,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shots", type=non_negative_int, default=0, help="few-shot exemplars")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--backend", default="transformers", choices=("transformers", "openai", "vllm"),
+                   help="judge backend (default: transformers, in-process)")
+    p.add_argument("--base-url", action="append", default=None, metavar="URL",
+                   help="OpenAI-compatible server for --backend openai (repeat for replicas; "
+                        "requests are balanced across them)")
+    p.add_argument("--server", default="openai", choices=("openai", "vllm", "llamacpp"),
+                   help="server kind for --backend openai (%(default)s)")
+    p.add_argument("--served-model", default=None, help="request 'model' field (vLLM name)")
+    p.add_argument("--concurrency", type=positive_int, default=None,
+                   help="HTTP requests in flight (--backend openai)")
     p.add_argument("--out", required=True, metavar="LABELS.jsonl", help="output JSONL file")
     p.set_defaults(func=run_label)
 
@@ -267,9 +280,19 @@ def run_label(args: argparse.Namespace) -> int:
     print(f"labeling {len(todo)} pairs with {args.judge} ({skipped} already in {out})",
           file=sys.stderr)
 
+    backend = getattr(args, "backend", "transformers")
+    if backend == "openai" and not args.base_url:
+        return _error("--backend openai needs --base-url URL")
+    extra: dict[str, Any] = {}
+    if backend == "openai":
+        # the judge spec names the tokenizer whose chat template renders the prompts
+        extra = {"backend": "openai", "base_urls": args.base_url, "server": args.server,
+                 "model": args.served_model, "max_concurrency": args.concurrency}
+    elif backend == "vllm":
+        extra = {"backend": "vllm"}
     try:
-        judge = load_judge(args.judge, num_threads=args.threads)
-    except (OSError, ValueError) as exc:
+        judge = load_judge(args.judge, num_threads=args.threads, **extra)
+    except (OSError, ValueError, ImportError) as exc:
         return _error(f"cannot load judge {args.judge!r}: {exc}")
 
     written = 0

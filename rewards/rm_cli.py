@@ -97,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also save a checkpoint every N optimizer steps")
     t.add_argument("--eval-batch-size", type=positive_int, default=16)
     t.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    t.add_argument("--device", default="cpu", help="torch device, e.g. cuda (%(default)s)")
     t.add_argument("--out", required=True, metavar="DIR", help="output directory")
     t.add_argument("--resume", action="store_true",
                    help="continue the checkpoint in --out (same data and hyperparameters)")
@@ -116,6 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="side of the split (default: test when a split file is used)")
     e.add_argument("--batch-size", type=positive_int, default=16)
     e.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    e.add_argument("--device", default="cpu", help="torch device, e.g. cuda (%(default)s)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=run_eval)
 
@@ -247,6 +249,7 @@ def _train(args: argparse.Namespace) -> int:
             num_threads=args.threads, weight_decay=args.weight_decay,
             warmup_steps=args.warmup_steps, max_steps=args.max_steps,
             save_every=args.save_every, log=lambda line: print(line, file=sys.stderr),
+            device=args.device,
         )
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from exc
@@ -277,7 +280,7 @@ def _eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model_dir = Path(args.model)
     try:
-        rm = RewardModel.from_pretrained(model_dir)
+        rm = RewardModel.from_pretrained(model_dir, device=args.device)
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot load the reward model: {exc}") from exc
     task = args.task or rm.task.name

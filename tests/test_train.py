@@ -200,3 +200,28 @@ def test_direct_reward_gets_the_judge_option_and_the_postprocess_wrapper(tmp_pat
     assert out.scores.shape == (1,) and -1.0 <= out.scores[0] <= 1.0
     assert "direct_expected_score" in out.details  # the d-RLAIF reward did the scoring
     assert reward.inner.judge.model.config.vocab_size == 259  # the tiny judge, not the default
+
+
+class RecordingPrompts:
+    """Reward 0 that remembers which prompts it saw."""
+
+    def __init__(self) -> None:
+        self.prompts: set[str] = set()
+
+    def __call__(self, prompts, completions):
+        self.prompts.update(prompts)
+        return [0.0] * len(completions)
+
+
+def test_train_prompts_keeps_the_remaining_prompts_out_of_training(tmp_path):
+    reward = RecordingPrompts()
+    train(tiny_config(tmp_path / "run", reward=reward, train_prompts=5, steps=4, batch_size=4,
+                      max_new_tokens=2, checkpoint_every=100))
+    assert reward.prompts == {p.text for p in PROMPTS[:5]}
+
+
+def test_train_prompts_larger_than_the_split_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="train_prompts=17"):
+        train(tiny_config(tmp_path / "run", train_prompts=17, steps=1))
+    with pytest.raises(ValueError, match="train_prompts"):
+        tiny_config(tmp_path, train_prompts=0)

@@ -1,7 +1,16 @@
 """LLM judges for AI feedback: the :class:`Judge` interface and its backends.
 
-``load_judge(spec, backend="transformers", **kwargs)`` builds a judge from a model spec;
-``"vllm"`` and ``"openai"`` (OpenAI-compatible HTTP) are reserved names for later backends.
+``load_judge(spec, backend="transformers", **kwargs)`` builds a judge from a model spec:
+
+* ``"transformers"`` (default): :class:`~rewards.judges.transformers_judge.TransformersJudge`,
+  the model runs in-process;
+* ``"openai"``: :class:`~rewards.judges.openai_judge.OpenAIJudge`, an OpenAI-compatible
+  ``/v1/completions`` server (``vllm serve``, ``llama_cpp.server``); ``spec`` is the model's
+  tokenizer spec and ``base_urls=...`` is required;
+* ``"vllm"``: :class:`~rewards.judges.vllm_judge.VLLMJudge`, vLLM's offline ``LLM`` engine
+  in-process (CUDA; ``pip install 'rlaif-gym[vllm]'``).
+
+Backend modules are imported only when their backend is asked for.
 """
 
 from __future__ import annotations
@@ -12,9 +21,10 @@ from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
 
 __all__ = ["BACKENDS", "Judge", "JudgeError", "Prompt", "as_segments", "load_judge"]
 
-#: Backend names ``load_judge`` accepts now, and those reserved for later.
-BACKENDS: tuple[str, ...] = ("transformers",)
-RESERVED_BACKENDS: tuple[str, ...] = ("vllm", "openai")
+#: Backend names ``load_judge`` accepts.
+BACKENDS: tuple[str, ...] = ("transformers", "openai", "vllm")
+#: Backend names reserved for later (none at present; kept for backward compatibility).
+RESERVED_BACKENDS: tuple[str, ...] = ()
 
 
 def load_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> Judge:
@@ -22,28 +32,38 @@ def load_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> Judge
 
     Args:
         spec: a :class:`Judge` (returned unchanged; then no kwargs are allowed), or a model
-            spec for the backend (for ``"transformers"``: see
-            :class:`rewards.judges.transformers_judge.TransformersJudge`, e.g.
-            ``"qwen2.5-coder-1.5b-instruct"`` or ``"tiny-random"``).
-        backend: ``"transformers"``.
-        **kwargs: backend options (``dtype``, ``device``, ``num_threads``, ``batch_size``...).
+            spec for the backend, e.g. ``"qwen2.5-coder-1.5b-instruct"`` or ``"tiny-random"``
+            (for ``"openai"`` it names the local tokenizer of the served model).
+        backend: ``"transformers"``, ``"openai"`` or ``"vllm"``.
+        **kwargs: backend options: ``dtype``, ``device``, ``num_threads``, ``batch_size``...
+            (transformers, see :class:`~rewards.judges.transformers_judge.TransformersJudge`);
+            ``base_urls`` (required), ``model``, ``server``, ``max_concurrency``... (openai,
+            see :class:`~rewards.judges.openai_judge.OpenAIJudge`); ``dtype``,
+            ``gpu_memory_utilization``... (vllm, see
+            :class:`~rewards.judges.vllm_judge.VLLMJudge`).
 
     Raises:
-        NotImplementedError: ``"vllm"`` / ``"openai"`` (reserved, not implemented yet).
         ValueError: unknown backend (the message lists the valid ones).
+        TypeError: options given with a Judge instance; ``"openai"`` without ``base_urls``.
+        ImportError: ``"vllm"`` without vLLM installed (names the pip extra).
     """
     if isinstance(spec, Judge):
         if kwargs:
             raise TypeError(f"judge options {sorted(kwargs)} given with a Judge instance")
         return spec
-    if backend in RESERVED_BACKENDS:
-        raise NotImplementedError(
-            f"judge backend {backend!r} is not implemented yet; available: {', '.join(BACKENDS)}"
-        )
     if backend == "transformers":
         from rewards.judges.transformers_judge import TransformersJudge
 
         return TransformersJudge(spec, **kwargs)
-    valid = ", ".join(BACKENDS + RESERVED_BACKENDS)
-    raise ValueError(f"unknown judge backend {backend!r}; valid backends: {valid} "
-                     f"({', '.join(RESERVED_BACKENDS)} not implemented yet)")
+    if backend == "openai":
+        from rewards.judges.openai_judge import OpenAIJudge
+
+        if "base_urls" not in kwargs:
+            raise TypeError("the 'openai' judge backend needs base_urls= (the server URL(s), "
+                            "e.g. 'http://127.0.0.1:8000')")
+        return OpenAIJudge(spec, **kwargs)
+    if backend == "vllm":
+        from rewards.judges.vllm_judge import VLLMJudge
+
+        return VLLMJudge(spec, **kwargs)
+    raise ValueError(f"unknown judge backend {backend!r}; valid backends: {', '.join(BACKENDS)}")

@@ -38,6 +38,9 @@ DEFAULT_POLICY = "smollm2-135m-instruct"
 
 _MARKER = "RLAIFGYMMARKER"
 
+_INT64 = np.dtype(np.int64)
+_UINT64 = np.dtype(np.uint64)
+
 
 def resolve_tokenizer(policy: str | Path | None, tokenizer: Any) -> PreTrainedTokenizerBase:
     """``tokenizer`` if it is a tokenizer object, else load the spec ``tokenizer`` or
@@ -132,18 +135,20 @@ def _byte_table(tokenizer: Any, backend: Any, vocab_size: int) -> np.ndarray | N
     return table
 
 
-def _agree(decode: Callable[[np.ndarray], str], reference: Callable[[list[int]], str],
+def _agree(decode: Any, reference: Callable[[list[int]], str],
            vocab_size: int, special_ids: list[int]) -> bool:
-    """True when ``decode`` and ``reference`` agree on random sequences (seeded)."""
+    """True when ``decode`` (and ``decode.batch``) and ``reference`` agree on random
+    sequences (seeded)."""
     rng = np.random.default_rng(0)
+    sequences: list[np.ndarray] = []
     for _ in range(64):
         ids = rng.integers(0, vocab_size, size=int(rng.integers(0, 96)))
         if special_ids:
             spots = rng.random(ids.size) < 0.05
             ids[spots] = rng.choice(special_ids, size=int(spots.sum()))
-        if decode(ids) != reference(ids.tolist()):
-            return False
-    return True
+        sequences.append(ids)
+    expected = [reference(ids.tolist()) for ids in sequences]
+    return [decode(ids) for ids in sequences] == expected and decode.batch(sequences) == expected
 
 
 def completion_decoder(tokenizer: Any, vocab_size: int) -> Callable[[np.ndarray], str]:
@@ -155,6 +160,10 @@ def completion_decoder(tokenizer: Any, vocab_size: int) -> Callable[[np.ndarray]
     tokenizers it calls the Rust backend directly. A shortcut is used only after it
     reproduced ``tokenizer.decode`` on random sequences (seeded), the byte table also on
     every single token id; otherwise ``tokenizer.decode`` itself is used.
+
+    The returned function also has a method ``batch(sequences) -> list[str]`` that decodes
+    several id arrays at once with the same result as calling it on each (the byte table
+    gathers the bytes of all sequences in one NumPy operation).
     """
     cache = _DECODERS.setdefault(tokenizer, {}) if _weakrefable(tokenizer) else {}
     if vocab_size not in cache:
@@ -163,12 +172,102 @@ def completion_decoder(tokenizer: Any, vocab_size: int) -> Callable[[np.ndarray]
         except Exception:  # noqa: BLE001 - a shortcut that fails its checks is not used
             cache[vocab_size] = None  # type: ignore[assignment]
         if cache[vocab_size] is None:
-            cache[vocab_size] = functools.partial(_slow_decode, tokenizer)
+            cache[vocab_size] = _SlowDecoder(tokenizer)
     return cache[vocab_size]
 
 
-def _slow_decode(tokenizer: Any, ids: np.ndarray) -> str:
-    return tokenizer.decode(ids.tolist(), skip_special_tokens=True)
+class _SlowDecoder:
+    """``tokenizer.decode(ids, skip_special_tokens=True)``, one sequence at a time."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, ids: np.ndarray) -> str:
+        return self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
+
+    def batch(self, sequences: Sequence[np.ndarray]) -> list[str]:
+        return [self(ids) for ids in sequences]
+
+
+class _RustDecoder:
+    """The Rust backend's ``decode`` / ``decode_batch`` (special tokens skipped)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def __call__(self, ids: np.ndarray) -> str:
+        return self.backend.decode(ids.tolist(), skip_special_tokens=True)
+
+    def batch(self, sequences: Sequence[np.ndarray]) -> list[str]:
+        return self.backend.decode_batch([ids.tolist() for ids in sequences],
+                                         skip_special_tokens=True)
+
+
+class _ByteTableDecoder:
+    """Decodes byte-level BPE ids by concatenating per-token bytes, then UTF-8 decoding
+    (invalid bytes replaced, as the ByteLevel decoder does).
+
+    Args:
+        table: object array ``(vocab_size,)`` of ``bytes``, each token's bytes (``b""`` for
+            special tokens).
+    """
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+        lengths = np.fromiter((len(b) for b in table), dtype=np.int64, count=table.size)
+        #: all tokens' bytes, back to back
+        self.flat = np.frombuffer(b"".join(table.tolist()), dtype=np.uint8)
+        starts = np.cumsum(lengths) - lengths
+        if lengths.size and (lengths.max() > 255 or self.flat.size >= 1 << 23):
+            raise ValueError("byte table too large to pack")  # then the Rust decoder is used
+        #: per token ``start << 8 | length`` (int32: one small table for a cache-cold gather)
+        self.packed = ((starts << 8) | lengths).astype(np.int32)
+
+    def __call__(self, ids: np.ndarray) -> str:
+        return b"".join(self.table[ids]).decode("utf-8", errors="replace")
+
+    @staticmethod
+    def _gather_index(packed: np.ndarray, n_bytes: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Positions in :attr:`flat` of every output byte, int32 ``(ends[-1],)``: a cumulative
+        sum of steps that are 1 inside a token and jump to the next token's start at its
+        first output byte (cheaper than ``np.repeat`` of per-token offsets)."""
+        total = int(ends[-1]) if ends.size else 0
+        if total == 0:
+            return np.zeros(0, dtype=np.int32)
+        nonempty = packed[n_bytes > 0]
+        starts, sizes = nonempty >> 8, nonempty & 255
+        steps = np.ones(total, dtype=np.int32)
+        steps[0] = starts[0]
+        first_out = np.cumsum(sizes[:-1], dtype=np.int32)  # output start of tokens 1, 2, ...
+        steps[first_out] = starts[1:] - starts[:-1] - sizes[:-1] + 1
+        return np.cumsum(steps, dtype=np.int32)
+
+    #: Below this many tokens in all, :meth:`batch` joins per sequence (NumPy's fixed costs
+    #: would dominate the one gather).
+    BATCH_MIN_TOKENS = 2048
+
+    def batch(self, sequences: Sequence[np.ndarray]) -> list[str]:
+        """``[self(ids) for ids in sequences]``, with one gather of all their bytes when
+        there are enough tokens for it to pay."""
+        if len(sequences) < 2 or sum(ids.size for ids in sequences) < self.BATCH_MIN_TOKENS:
+            return [self(ids) for ids in sequences]
+        return self._batch_gather(sequences)
+
+    def _batch_gather(self, sequences: Sequence[np.ndarray]) -> list[str]:
+        """One gather of the bytes of all ``sequences`` (at least one), then one UTF-8
+        decode each."""
+        packed = self.packed.take(np.concatenate(sequences))
+        n_bytes = packed & 255
+        ends = np.cumsum(n_bytes, dtype=np.int32)  # output end of each token's bytes
+        data = self.flat.take(self._gather_index(packed, n_bytes, ends)).tobytes()
+        token_ends = np.cumsum([ids.size for ids in sequences])
+        byte_ends = np.concatenate(([0], ends))[token_ends].tolist()
+        texts: list[str] = []
+        start = 0
+        for end in byte_ends:
+            texts.append(data[start:end].decode("utf-8", errors="replace"))
+            start = end
+        return texts
 
 
 def _fast_decoder(tokenizer: Any, vocab_size: int) -> Callable[[np.ndarray], str] | None:
@@ -179,21 +278,22 @@ def _fast_decoder(tokenizer: Any, vocab_size: int) -> Callable[[np.ndarray], str
     special = sorted(set(tokenizer.all_special_ids))
     reference = functools.partial(tokenizer.decode, skip_special_tokens=True)
 
-    def rust(ids: np.ndarray) -> str:
-        return backend.decode(ids.tolist(), skip_special_tokens=True)
-
+    rust = _RustDecoder(backend)
     if not _agree(rust, reference, len(tokenizer), special):
         return None
     table = _byte_table(tokenizer, backend, vocab_size)
     if table is None:
         return rust
-
-    def joined(ids: np.ndarray) -> str:
-        return b"".join(table[ids]).decode("utf-8", errors="replace")
-
+    try:
+        joined = _ByteTableDecoder(table)
+    except ValueError:
+        return rust
     singles = backend.decode_batch([[i] for i in range(vocab_size)], skip_special_tokens=True)
-    if all(joined(np.array([i])) == text for i, text in enumerate(singles)) and _agree(
-        joined, reference, vocab_size, special
+    one_each = [np.array([i]) for i in range(vocab_size)]
+    if (
+        [joined(ids) for ids in one_each] == singles
+        and joined._batch_gather(one_each) == singles
+        and _agree(joined, reference, vocab_size, special)
     ):
         return joined
     return rust
@@ -274,6 +374,7 @@ class EpisodeCore:
             bad = [t for t in ids if not 0 <= t < self.vocab_size]
             if bad:
                 raise ValueError(f"{name} {bad} outside the vocabulary [0, {self.vocab_size})")
+        self._vocab_limit = np.array(self.vocab_size, dtype=np.uint64)  # 0-d: faster compare
         #: is_stop[token_id] -> bool, a lookup table for the hot path.
         self.is_stop = np.zeros(self.vocab_size, dtype=bool)
         self.is_stop[list(self.stop_token_ids)] = True
@@ -344,6 +445,11 @@ class EpisodeCore:
         """A uniformly random prompt index drawn from ``rng``."""
         return int(rng.integers(len(self.prompts)))
 
+    def sample_indices(self, rngs: Sequence[np.random.Generator]) -> list[int]:
+        """One prompt index per generator: ``[sample_index(rng) for rng in rngs]``."""
+        n = len(self.prompts)
+        return [int(rng.integers(n)) for rng in rngs]
+
     def prompt_ids(self, index: int) -> np.ndarray:
         """The rendered policy prompt of prompt ``index`` as int64 ids (tokenized once,
         cached; the returned array is read-only)."""
@@ -382,6 +488,10 @@ class EpisodeCore:
 
     def check_actions(self, actions: object, num_envs: int) -> np.ndarray:
         """A batch of actions as an int64 array of shape ``(num_envs,)``, or a ValueError."""
+        if (type(actions) is np.ndarray and actions.dtype is _INT64
+                and actions.shape == (num_envs,)
+                and not np.count_nonzero(actions.view(_UINT64) >= self._vocab_limit)):
+            return actions  # fast path: valid int64 ids (negative ids wrap to huge values)
         arr = actions if type(actions) is np.ndarray else np.asarray(actions)
         if arr.shape != (num_envs,):
             raise ValueError(f"actions must have shape ({num_envs},), got {arr.shape}")
@@ -409,16 +519,16 @@ class EpisodeCore:
         """Decode generated token ids: special tokens skipped, a final stop token dropped.
 
         Returns the completions (``tokenizer.decode(ids, skip_special_tokens=True)``, see
-        :func:`completion_decoder`) and, per episode, whether it ended with a stop token.
+        :func:`completion_decoder`; all episodes in one batched decode) and, per episode,
+        whether it ended with a stop token.
         """
-        is_stop, decode = self.is_stop, self.decode_completion
-        texts: list[str] = []
-        stopped: list[bool] = []
-        for ids in generated:
-            stop = ids.size > 0 and bool(is_stop[ids[-1]])
-            texts.append(decode(ids[:-1] if stop else ids))
-            stopped.append(stop)
-        return texts, stopped
+        is_stop = self.is_stop
+        stopped = [ids.size > 0 and bool(is_stop[ids[-1]]) for ids in generated]
+        bodies = [ids[:-1] if stop else ids for ids, stop in zip(generated, stopped, strict=True)]
+        decode = self.decode_completion
+        if len(bodies) > 1 and hasattr(decode, "batch"):
+            return decode.batch(bodies), stopped
+        return [decode(ids) for ids in bodies], stopped
 
     def finish(
         self, indices: Sequence[int], generated: Sequence[np.ndarray]

@@ -49,6 +49,10 @@ __all__ = ["TextGenerationVectorEnv"]
 
 _SCALAR_DTYPES = {int: np.dtype(int), float: np.dtype(float), bool: np.dtype(bool)}
 
+#: From this many sub-envs on, per-sub-env work (resets, info columns) is done with one NumPy
+#: operation instead of a Python loop (below it, NumPy's fixed costs dominate).
+_MANY_ROWS = 8
+
 
 def _empty_info_array(value: Any, num_envs: int) -> np.ndarray:
     """The array ``VectorEnv._add_info`` creates for a new info key whose first value is
@@ -142,6 +146,9 @@ class TextGenerationVectorEnv(VectorEnv):
         self._no_envs = np.zeros(n, dtype=bool)  # template for info masks
         self._mask_keys: dict[str, str] = {}  # info key -> "_" + key
         self._rows = np.arange(n)
+        self._flat_tokens = self._tokens.reshape(-1)  # a view: row i starts at i * max_len
+        self._row_starts = self._rows * core.max_len
+        self._ones = np.ones(n, dtype=np.int64)
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._started = False
 
@@ -194,39 +201,71 @@ class TextGenerationVectorEnv(VectorEnv):
         """Start new episodes in sub-envs ``rows`` (prompt ``indices[i]``, or drawn from
         sub-env ``i``'s generator when None); returns their reset infos as columns."""
         core = self.core
-        pad, max_new = core.pad_token_id, core.max_new_tokens
-        tokens, lengths, prompt_lengths = self._tokens, self._lengths, self._prompt_lengths
-        chosen: list[int] = []
-        sizes: list[int] = []
-        for i in rows:
-            index = None if indices is None else indices[i]
-            if index is None:
-                rng = self._rngs[i]
-                if rng is None:
-                    rng, _ = seeding.np_random()
-                    self._rngs[i] = rng
-                index = core.sample_index(rng)
-            ids = core.prompt_ids(index)
-            size = ids.size
-            row = tokens[i]
-            row[:size] = ids
-            row[size:] = pad
-            lengths[i] = prompt_lengths[i] = size
-            self._end_lengths[i] = size + max_new
-            self._indices[i] = index
-            chosen.append(index)
-            sizes.append(size)
+        chosen = self._sample_indices(rows, indices)
+        prompts = [core.prompt_ids(index) for index in chosen]
+        sizes = [ids.size for ids in prompts]
+        if len(rows) >= _MANY_ROWS:
+            self._write_prompts_many(rows, chosen, prompts, sizes)
+        else:
+            self._write_prompts_few(rows, chosen, prompts, sizes)
         return {
             "prompt_index": chosen,
             "prompt_length": sizes,
             "data_source": [core.data_source] * len(rows),
         }
 
+    def _write_prompts_few(self, rows: list[int], chosen: list[int],
+                           prompts: list[np.ndarray], sizes: list[int]) -> None:
+        """Per sub-env: its row becomes the prompt then padding; lengths are reset."""
+        pad, max_new = self.core.pad_token_id, self.core.max_new_tokens
+        tokens, lengths, prompt_lengths = self._tokens, self._lengths, self._prompt_lengths
+        for i, index, ids, size in zip(rows, chosen, prompts, sizes, strict=True):
+            row = tokens[i]
+            row[:size] = ids
+            row[size:] = pad
+            lengths[i] = prompt_lengths[i] = size
+            self._end_lengths[i] = size + max_new
+            self._indices[i] = index
+
+    def _write_prompts_many(self, rows: list[int], chosen: list[int],
+                            prompts: list[np.ndarray], sizes: list[int]) -> None:
+        """:meth:`_write_prompts_few` with one NumPy operation per array where it can."""
+        where = np.array(rows, dtype=np.intp)
+        self._tokens[where] = self.core.pad_token_id
+        flat, width = self._flat_tokens, self.core.max_len
+        for i, ids, size in zip(rows, prompts, sizes, strict=True):
+            start = i * width
+            flat[start : start + size] = ids
+        size_array = np.array(sizes, dtype=np.int64)
+        self._lengths[where] = size_array
+        self._prompt_lengths[where] = size_array
+        self._end_lengths[where] = size_array + self.core.max_new_tokens
+        self._indices[where] = chosen
+
+    def _sample_indices(self, rows: list[int], indices: Sequence[int | None] | None
+                        ) -> list[int]:
+        """The prompt index of each new episode in ``rows``: ``indices[i]``, or drawn
+        from sub-env ``i``'s generator (seeded at random when it has none yet)."""
+        rngs = self._rngs
+        if indices is None:
+            draw = rows
+        else:
+            draw = [i for i in rows if indices[i] is None]
+        for i in draw:
+            if rngs[i] is None:
+                rngs[i], _ = seeding.np_random()
+        drawn = self.core.sample_indices([rngs[i] for i in draw])  # type: ignore[misc]
+        if indices is None:
+            return drawn
+        it = iter(drawn)
+        return [next(it) if indices[i] is None else indices[i] for i in rows]  # type: ignore[misc]
+
     def _merge_info(self, infos: dict[str, Any], rows: list[int],
                     columns: dict[str, list[Any]]) -> dict[str, Any]:
         """Vectorized ``VectorEnv._add_info``: add per-episode ``columns`` of sub-envs
         ``rows`` to ``infos``, with the same array dtypes and ``_key`` masks."""
         mask_keys = self._mask_keys
+        where = np.array(rows, dtype=np.intp) if len(rows) >= _MANY_ROWS else None
         for key, values in columns.items():
             mask_key = mask_keys.get(key)
             if mask_key is None:
@@ -237,9 +276,16 @@ class TextGenerationVectorEnv(VectorEnv):
                 mask = self._no_envs.copy()
             else:
                 mask = infos[mask_key]
-            for i, value in zip(rows, values, strict=True):
-                array[i] = value
-                mask[i] = True
+            if where is None or array.dtype.kind == "O":
+                # few rows, or strings/dicts: one by one, as _add_info stores them
+                for i, value in zip(rows, values, strict=True):
+                    array[i] = value
+                    mask[i] = True
+            else:  # numbers or same-shape arrays: one assignment (same casts as one by one)
+                if len(values) != len(rows):
+                    raise ValueError(f"info {key!r}: {len(values)} values for {len(rows)} envs")
+                array[where] = values
+                mask[where] = True
             infos[key] = array
             infos[mask_key] = mask
         return infos
@@ -310,6 +356,30 @@ class TextGenerationVectorEnv(VectorEnv):
             raise RuntimeError("step() called before reset()")
         n = self.num_envs
         acts = self.core.check_actions(actions, n)
+        if self._pending:
+            return self._step_with_ended_envs(acts)
+        # fast path: every sub-env is running
+        lengths = self._lengths
+        self._flat_tokens[self._row_starts + lengths] = acts
+        lengths += self._ones  # an array operand is faster than the scalar 1
+        ended = self.core.is_stop[acts]
+        ended |= lengths >= self._end_lengths
+        rewards = np.zeros(n, dtype=np.float64)
+        infos: dict[str, Any] = {}
+        if np.count_nonzero(ended):
+            rows = ended.nonzero()[0].tolist()
+            infos = self._finish(rows, rewards, infos)
+            if self.autoreset_mode != AutoresetMode.SAME_STEP:
+                self._pending = rows
+        obs = {"tokens": self._tokens.copy(), "length": lengths.copy()}
+        return obs, rewards, ended, np.zeros(n, dtype=bool), infos
+
+    def _step_with_ended_envs(
+        self, acts: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """:meth:`step` when some sub-envs ended before: NEXT_STEP resets them now,
+        DISABLED keeps them frozen."""
+        n = self.num_envs
         pending = self._pending
         frozen = pending if self.autoreset_mode == AutoresetMode.DISABLED else []
         # Append to every row. A row awaiting its NEXT_STEP autoreset gets a junk token at
@@ -320,7 +390,7 @@ class TextGenerationVectorEnv(VectorEnv):
             saved_lengths = lengths[frozen].copy()
             lengths[frozen] = np.minimum(saved_lengths, self.core.max_len - 1)
             saved_tokens = self._tokens[frozen, lengths[frozen]].copy()
-        elif pending:
+        else:
             lengths[pending] = 0
         self._tokens[self._rows, lengths] = acts
         lengths += 1
@@ -331,7 +401,7 @@ class TextGenerationVectorEnv(VectorEnv):
             self._tokens[frozen, lengths[frozen] - 1] = saved_tokens
             lengths[frozen] = saved_lengths
             ended[frozen] = False
-        elif pending:  # NEXT_STEP autoreset: these sub-envs start over, ignoring their action
+        else:  # NEXT_STEP autoreset: these sub-envs start over, ignoring their action
             ended[pending] = False
             infos = self._merge_info(infos, pending, self._reset_rows(pending))
         rewards = np.zeros(n, dtype=np.float64)
@@ -348,9 +418,17 @@ class TextGenerationVectorEnv(VectorEnv):
                 ) -> dict[str, Any]:
         """Score the episodes of sub-envs ``rows`` (one reward call), write their rewards
         and add their final infos (and, in SAME_STEP mode, reset them)."""
-        tokens, starts, stops = self._tokens, self._prompt_lengths, self._lengths
-        generated = [tokens[i, starts[i] : stops[i]] for i in rows]
-        scores, columns = self.core.finish([int(self._indices[i]) for i in rows], generated)
+        tokens = self._tokens
+        if len(rows) >= _MANY_ROWS:
+            where = np.array(rows, dtype=np.intp)
+            starts, stops = self._prompt_lengths[where].tolist(), self._lengths[where].tolist()
+            indices = self._indices[where].tolist()
+        else:
+            starts = [int(self._prompt_lengths[i]) for i in rows]
+            stops = [int(self._lengths[i]) for i in rows]
+            indices = [int(self._indices[i]) for i in rows]
+        generated = [tokens[i, a:b] for i, a, b in zip(rows, starts, stops, strict=True)]
+        scores, columns = self.core.finish(indices, generated)
         rewards[rows] = scores
         if self.autoreset_mode != AutoresetMode.SAME_STEP:
             return self._merge_info(infos, rows, columns)

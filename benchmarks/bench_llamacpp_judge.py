@@ -1,0 +1,260 @@
+"""d-RLAIF scoring through a llama.cpp server vs the in-process transformers judge, side by side.
+
+The same N TL;DR score prompts (post + its human reference summary, template ``tldr``) go
+through
+
+1. :class:`rewards.judges.openai_judge.OpenAIJudge` talking to ``python -m llama_cpp.server``
+   (started here on the packaged GGUF, ``--logits_all true``, or ``--server-url`` to use one
+   already running), and
+2. :class:`rewards.judges.transformers_judge.TransformersJudge` on the same weights
+   (dequantized GGUF, ``--dtype``, default bfloat16),
+
+one after the other (the server is stopped before the transformers run, so they do not share
+the CPU). Prints prompts/s for each, the ratio, the mean/max absolute difference of the
+expected scores (1-10) and their Pearson and Spearman correlations.
+
+Needs ``pip install 'llama-cpp-python[server]==0.3.36'``. Run from the repo root::
+
+    PYTHONPATH=. python benchmarks/bench_llamacpp_judge.py --n 100 --threads 2 \\
+        --judge qwen2.5-coder-0.5b-instruct --out reports/llamacpp_vs_transformers.json
+
+Notes: each score needs two requests (``prompt`` and ``prompt + "1"``, sent back to back so
+the server reuses its KV cache). llama-cpp-python computes ``logprobs`` from logits kept for
+EVERY prompt position (``logits_all``) and log-softmaxes all of them per request, so its cost
+grows with the prompt length beyond the forward pass itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from rewards.direct import DirectScores, direct_scores  # noqa: E402
+from rewards.judges import Judge  # noqa: E402
+from rlaif_gym.data import format_tldr_post, load_tldr_posts  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
+                  "pydantic_settings")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties get their average rank (as scipy.stats.rankdata)."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.arange(1, len(x) + 1)
+    for value in np.unique(x):
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return pearson(rankdata(a), rankdata(b))
+
+
+# --------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def gguf_for(spec: str) -> Path:
+    """The GGUF file of a packaged short name (joined once) or a ``.gguf`` path."""
+    if spec.endswith(".gguf"):
+        return Path(spec)
+    from rlaif_gym.models import packaged_gguf_path
+
+    return packaged_gguf_path(spec)
+
+
+def start_server(gguf: Path, alias: str, port: int, threads: int, n_ctx: int,
+                 log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
+           "--host", "127.0.0.1", "--port", str(port), "--logits_all", "true",
+           "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
+           "--model_alias", alias, "--verbose", "false"]
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None, log: Path | None,
+               timeout: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise SystemExit(f"llama_cpp.server exited with {proc.returncode}:\n{tail}")
+        try:
+            if requests.get(url + "/v1/models", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} not ready after {timeout:.0f} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=20)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def timed_scores(judge: Judge, contexts: list[str], responses: list[str],
+                 batch_size: int) -> tuple[DirectScores, float]:
+    """Scores of all prompts and the wall time, after one warm-up prompt (not timed)."""
+    direct_scores(judge, "tldr", contexts[:1], responses[:1], batch_size=1)
+    start = time.perf_counter()
+    scores = direct_scores(judge, "tldr", contexts, responses, batch_size=batch_size)
+    return scores, time.perf_counter() - start
+
+
+def run_llamacpp(args: argparse.Namespace, contexts: list[str], responses: list[str],
+                 tokenizer: object) -> tuple[DirectScores, float, dict]:
+    from rewards.judges.openai_judge import OpenAIJudge
+
+    proc, info = None, {}
+    url = args.server_url
+    if url is None:
+        missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise SystemExit(f"llama-cpp-python server not installed (missing {missing}): "
+                             "pip install 'llama-cpp-python[server]==0.3.36'")
+        gguf = gguf_for(args.judge)
+        port = args.port or free_port()
+        log = Path(tempfile.mkdtemp(prefix="llamacpp-")) / "server.log"
+        start = time.perf_counter()
+        proc = start_server(gguf, args.judge, port, args.threads, args.n_ctx, log)
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, proc, log, args.start_timeout)
+        info = {"gguf": str(gguf), "server_start_s": round(time.perf_counter() - start, 2),
+                "server_log": str(log)}
+    try:
+        judge = OpenAIJudge(tokenizer, url, model=args.judge, server="llamacpp",
+                            top_logprobs=args.top_logprobs, max_concurrency=args.concurrency,
+                            timeout=600.0)
+        with judge:
+            scores, seconds = timed_scores(judge, contexts, responses, args.batch_size)
+    finally:
+        if proc is not None:
+            stop_server(proc)
+    return scores, seconds, {"url": url, **info}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100, help="number of TL;DR posts to score")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="CPU threads for llama.cpp (n_threads, n_threads_batch) and torch")
+    ap.add_argument("--judge", default="qwen2.5-coder-0.5b-instruct",
+                    help="packaged short name (or a .gguf path) served and loaded")
+    ap.add_argument("--dtype", default="bfloat16", help="transformers judge dtype")
+    ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--batch-size", type=int, default=8, help="prompts per judge call")
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="HTTP requests in flight (llama_cpp.server runs one at a time)")
+    ap.add_argument("--top-logprobs", type=int, default=1000,
+                    help="top-N log-probabilities requested (the digits must be inside)")
+    ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--server-url", default=None, help="use this running server instead")
+    ap.add_argument("--port", type=int, default=0, help="port for the started server")
+    ap.add_argument("--start-timeout", type=float, default=300.0)
+    ap.add_argument("--out", default=None, help="also write the numbers as JSON here")
+    args = ap.parse_args()
+    if args.n < 2:
+        raise SystemExit("--n must be >= 2")
+
+    import torch
+
+    from rewards.judges.transformers_judge import TransformersJudge
+    from rlaif_gym.models import load_tokenizer
+
+    torch.set_num_threads(args.threads)
+    posts = list(load_tldr_posts(data_dir=args.data_dir, source="local"))[: args.n]
+    contexts = [format_tldr_post(p.subreddit, p.title, p.post) for p in posts]
+    responses = [p.summary for p in posts]
+    n = len(posts)
+    tokenizer = load_tokenizer(args.judge)
+    lengths = [len(tokenizer(c)["input_ids"]) for c in contexts]
+    print(f"{n} TL;DR posts (+ reference summaries) from {args.data_dir}; post tokens: "
+          f"mean {np.mean(lengths):.0f}, max {max(lengths)}; judge {args.judge}, "
+          f"{args.threads} threads", flush=True)
+
+    llama_scores, llama_s, server = run_llamacpp(args, contexts, responses, tokenizer)
+    print(f"llama.cpp server: {n / llama_s:.3f} prompts/s ({llama_s:.1f} s)", flush=True)
+
+    reference = TransformersJudge(args.judge, dtype=args.dtype, num_threads=args.threads,
+                                  batch_size=args.batch_size)
+    hf_scores, hf_s = timed_scores(reference, contexts, responses, args.batch_size)
+    print(f"transformers {args.dtype}: {n / hf_s:.3f} prompts/s ({hf_s:.1f} s)", flush=True)
+
+    diff = np.abs(llama_scores.expected - hf_scores.expected)
+    result = {
+        "n": n,
+        "judge": args.judge,
+        "threads": args.threads,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "concurrency": args.concurrency,
+        "llamacpp_prompts_per_s": n / llama_s,
+        "transformers_prompts_per_s": n / hf_s,
+        "speed_ratio_llamacpp_over_transformers": hf_s / llama_s,
+        "expected_score_mean_abs_diff": float(diff.mean()),
+        "expected_score_max_abs_diff": float(diff.max()),
+        "pearson": pearson(llama_scores.expected, hf_scores.expected),
+        "spearman": spearman(llama_scores.expected, hf_scores.expected),
+        "mean_expected_llamacpp": float(llama_scores.expected.mean()),
+        "mean_expected_transformers": float(hf_scores.expected.mean()),
+        "server": server,
+    }
+    print()
+    print(f"{'':24}{'llama.cpp':>12}{'transformers':>14}")
+    print(f"{'prompts/s':24}{result['llamacpp_prompts_per_s']:12.3f}"
+          f"{result['transformers_prompts_per_s']:14.3f}")
+    print(f"{'mean expected score':24}{result['mean_expected_llamacpp']:12.3f}"
+          f"{result['mean_expected_transformers']:14.3f}")
+    print(f"speed ratio (llama.cpp / transformers): "
+          f"{result['speed_ratio_llamacpp_over_transformers']:.2f}x")
+    print(f"expected score |diff|: mean {result['expected_score_mean_abs_diff']:.4f}, "
+          f"max {result['expected_score_max_abs_diff']:.4f}")
+    print(f"Pearson {result['pearson']:.4f}, Spearman {result['spearman']:.4f}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,679 @@
+"""``rlaif-gym evaluate``: compare policies on held-out prompts with an LLM judge.
+
+::
+
+    rlaif-gym evaluate --task tldr --data-dir ../shared/data --n 100 \\
+        --policy SFT=smollm2-135m-instruct --policy RLAIF=runs/rlaif --pair RLAIF:SFT \\
+        --judge qwen2.5-coder-1.5b-instruct --out reports/eval-rlaif
+
+Each ``--policy`` is ``[NAME=]SPEC``: a model spec (:func:`rlaif_gym.models.load_causal_lm`)
+or a training run folder of ``rlaif-gym train`` (its ``checkpoint/policy`` is used). Every
+policy samples one completion for each of the same ``N`` prompts (a seeded sample of the
+``--split`` prompts, or the ids listed in ``--ids``) through the task's vector env
+(:func:`agents.rollout.collect_episodes`, the sampler of ``rlaif-gym sample``), with one
+shared seed. The judge then labels every requested pair of policies prompt by prompt
+(:mod:`rewards.evaluation`: win rates with 95% Wilson intervals, ties count half, and the
+length-controlled win rate of the paper's Appendix J), classifies each response for the
+harmless task, and the command writes::
+
+    OUT/completions.jsonl   one line per (policy, prompt): text, tokens, length limit hit
+    OUT/judgments.jsonl     one line per judge call result (pairwise p_first, P(harmless)),
+                            keyed by content, so a rerun only judges what is missing
+    OUT/evaluation.json     every number printed, with N, CIs, settings and wall times
+    OUT/win_rates.png       win rates with 95% CI error bars (and harmless rates)
+
+Two identical completions are a tie (``p_first = 0.5``) without a judge call (policies that
+barely moved from their start often sample the same text under the shared seed).
+Completions are reused on a rerun when the policy, its checkpoint step and the sampling
+settings are unchanged. Pairs (``--pair A:B`` = win rate of A over B; default: every later
+policy over every earlier one) name policies by NAME.
+
+Exit codes: 0 success, 2 bad input (unknown policy/judge, bad ids), 130 interrupted (what
+was judged so far stays in ``judgments.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlaif_gym.cli import positive_float, positive_int
+
+__all__ = [
+    "DEFAULT_JUDGE",
+    "PolicyRef",
+    "format_tables",
+    "load_eval_prompts",
+    "parse_pairs",
+    "register",
+    "resolve_policy",
+    "run_evaluation",
+]
+
+TASKS: tuple[str, ...] = ("tldr", "helpful", "harmless")
+DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
+COMPLETIONS_FILE = "completions.jsonl"
+JUDGMENTS_FILE = "judgments.jsonl"
+EVALUATION_FILE = "evaluation.json"
+PLOT_FILE = "win_rates.png"
+
+
+class EvaluationError(ValueError):
+    """Bad input to an evaluation (printed as one line, exit code 2)."""
+
+
+# =========================================================================== policies
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """A policy to evaluate.
+
+    Attributes:
+        name: its label in tables and files.
+        spec: as given on the command line.
+        model: what :func:`rlaif_gym.models.load_causal_lm` loads (the spec, or a run
+            folder's ``checkpoint/policy``); also the env's tokenizer source.
+        step: the checkpoint's training step for a run folder, else None.
+    """
+
+    name: str
+    spec: str
+    model: str
+    step: int | None = None
+
+
+def resolve_policy(text: str) -> PolicyRef:
+    """Parse ``[NAME=]SPEC``; a run folder resolves to its checkpointed policy.
+
+    Raises:
+        EvaluationError: an empty name/spec, or a folder that is neither a training run
+            with a checkpoint nor a model folder.
+    """
+    name, sep, spec = text.partition("=")
+    if not sep:
+        name, spec = "", text
+    name, spec = name.strip(), spec.strip()
+    if not spec:
+        raise EvaluationError(f"--policy {text!r}: empty model spec")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        from agents.train import find_checkpoint
+
+        checkpoint = find_checkpoint(path)
+        if checkpoint is not None:  # a training run (its config.json is the run's config)
+            state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+            return PolicyRef(name or path.resolve().name, spec, str(checkpoint / "policy"),
+                             int(state["step"]))
+        if not (path / "config.json").is_file() or (path / "metrics.csv").is_file():
+            raise EvaluationError(f"--policy {text!r}: {path} is neither a training run with a "
+                                  "checkpoint/ nor a model folder with config.json")
+    return PolicyRef(name or spec, spec, spec)
+
+
+def parse_pairs(texts: Sequence[str] | None, names: Sequence[str]) -> list[tuple[str, str]]:
+    """``["A:B", ...]`` as ``[(A, B), ...]`` (win rate of A over B); default: every later
+    policy over every earlier one, in the order given.
+
+    Raises:
+        EvaluationError: malformed pair, unknown or repeated name, A == B.
+    """
+    if len(set(names)) != len(names):
+        raise EvaluationError(f"policy names must be unique, got {list(names)}; name them "
+                              "with NAME=SPEC")
+    if not texts:
+        return [(names[j], names[i]) for i in range(len(names)) for j in range(i + 1,
+                                                                            len(names))]
+    out = []
+    for text in texts:
+        a, sep, b = text.partition(":")
+        if not sep or not a or not b:
+            raise EvaluationError(f"--pair expects A:B (policy names), got {text!r}")
+        for name in (a, b):
+            if name not in names:
+                raise EvaluationError(f"--pair {text!r}: unknown policy {name!r}; policies: "
+                                      f"{', '.join(names)}")
+        if a == b:
+            raise EvaluationError(f"--pair {text!r} compares a policy with itself")
+        out.append((a, b))
+    return out
+
+
+# =========================================================================== prompts
+
+
+def load_eval_prompts(task: str, *, n: int, split: str = "test", data_dir: str | None = None,
+                      source: str = "auto", seed: int = 0,
+                      ids: Sequence[str] | None = None) -> tuple[list[Any], str]:
+    """The ``n`` evaluation prompts and their data source.
+
+    Without ``ids``: the first ``n`` of a ``numpy.random.default_rng(seed)`` permutation of
+    the split's prompts. With ``ids``: those prompts, in that order (the first ``n``).
+
+    Raises:
+        EvaluationError: fewer prompts than ``n``, or ids that are not in the split.
+    """
+    import numpy as np
+
+    from rlaif_gym.tasks import get_task
+
+    records = get_task(task).load_prompts(split=split, data_dir=data_dir, source=source)
+    data_source = str(getattr(records, "source", ""))
+    if ids is not None:
+        by_id = {str(r.id): r for r in records}
+        missing = [i for i in ids if str(i) not in by_id]
+        if missing:
+            raise EvaluationError(f"{len(missing)} prompt ids are not in the {task} split "
+                                  f"{split!r} ({data_source}), e.g. {missing[:3]}")
+        chosen = [by_id[str(i)] for i in ids]
+    else:
+        order = np.random.default_rng(seed).permutation(len(records))
+        chosen = [records[int(i)] for i in order]
+    if len(chosen) < n:
+        raise EvaluationError(f"--n {n} asked, but only {len(chosen)} prompts are available "
+                              f"({task}, split {split!r}, {data_source})")
+    return chosen[:n], data_source
+
+
+# =========================================================================== generation
+
+
+def _gen_key(policy: PolicyRef, task: str, settings: dict[str, Any]) -> str:
+    blob = json.dumps({"model": policy.model, "step": policy.step, "task": task, **settings},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def generate_completions(policy: PolicyRef, task: str, prompts: Sequence[Any], *,
+                         max_new_tokens: int, max_prompt_tokens: int, temperature: float,
+                         seed: int, batch_size: int, device: str = "cpu",
+                         log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Sample one completion per prompt from ``policy`` through the task's vector env.
+
+    Batches of ``batch_size`` prompts (env indices into ``prompts``) run with one
+    ``torch.Generator`` seeded with ``seed``, so the same seed and batch size give the same
+    completions. ``tokens`` counts the sampled tokens without the final stop token.
+
+    Returns:
+        one dict per prompt, in order: ``index``, ``prompt_id``, ``completion``, ``tokens``,
+        ``length_limit``.
+    """
+    import gymnasium as gym
+    import torch
+    from gymnasium.vector import AutoresetMode
+
+    import rlaif_gym  # noqa: F401  (registers the env ids)
+    from agents.rollout import collect_episodes
+    from rlaif_gym.envs.registration import TASK_ENV_IDS
+    from rlaif_gym.models import load_causal_lm
+
+    model = load_causal_lm(policy.model, dtype="float32", device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    envs: dict[int, Any] = {}
+    rows: list[dict[str, Any]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            indices = list(range(start, min(start + batch_size, len(prompts))))
+            if len(indices) not in envs:
+                envs[len(indices)] = gym.make_vec(
+                    TASK_ENV_IDS[task], num_envs=len(indices),
+                    vectorization_mode="vector_entry_point",
+                    autoreset_mode=AutoresetMode.DISABLED, reward="none", policy=policy.model,
+                    prompts=list(prompts), max_prompt_tokens=max_prompt_tokens,
+                    max_new_tokens=max_new_tokens, vocab_size=int(model.config.vocab_size))
+            batch = collect_episodes(model, envs[len(indices)], temperature=temperature,
+                                     generator=generator, reset_options={"index": indices})
+            for k, index in enumerate(indices):
+                info = batch.final_infos[k]
+                limit = bool(info.get("length_limit", True))
+                n_tokens = len(batch.completion_ids[k]) - (0 if limit else 1)
+                rows.append({"index": index, "prompt_id": str(prompts[index].id),
+                             "completion": batch.completions[k], "tokens": int(n_tokens),
+                             "length_limit": limit})
+            if log is not None:
+                log(f"  {policy.name}: {len(rows)}/{len(prompts)} completions")
+    finally:
+        for env in envs.values():
+            env.close()
+    return rows
+
+
+# =========================================================================== caches
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file; a torn last line (crash mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    from rewards.alignment import read_labels_jsonl
+
+    return read_labels_jsonl(path).records
+
+
+def _write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _judgment_key(*parts: Any) -> str:
+    blob = json.dumps(parts, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+# =========================================================================== evaluation
+
+
+def run_evaluation(
+    *,
+    task: str,
+    policies: Sequence[PolicyRef],
+    prompts: Sequence[Any],
+    judge: str,
+    out_dir: str | os.PathLike[str],
+    pairs: Sequence[tuple[str, str]] | None = None,
+    judge_prompt: str = "base",
+    max_new_tokens: int = 64,
+    max_prompt_tokens: int = 512,
+    temperature: float = 0.9,
+    seed: int = 0,
+    batch_size: int = 16,
+    judge_batch_size: int = 8,
+    threads: int | None = None,
+    n_bootstrap: int = 1000,
+    length_unit: str = "chars",
+    data_source: str = "",
+    split: str = "",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Generate, judge and summarise (see the module docstring); returns what is written to
+    ``OUT/evaluation.json``.
+
+    Raises:
+        EvaluationError: fewer than 2 policies, duplicate names, bad pairs, no prompts,
+            a bad length unit.
+    """
+    if task not in TASKS:
+        raise EvaluationError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    if len(policies) < 2:
+        raise EvaluationError(f"evaluation needs at least 2 policies, got {len(policies)}")
+    if not prompts:
+        raise EvaluationError("no prompts to evaluate on")
+    if length_unit not in ("chars", "words", "tokens"):
+        raise EvaluationError(f"length unit must be chars, words or tokens, got {length_unit!r}")
+    names = [p.name for p in policies]
+    pairs = parse_pairs([f"{a}:{b}" for a, b in pairs] if pairs else None, names)
+    log = log or (lambda line: print(line, file=sys.stderr))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    settings = {"max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens,
+                "temperature": temperature, "seed": seed, "batch_size": batch_size}
+    prompt_ids = [str(p.id) for p in prompts]
+
+    # ---- completions (cached per policy)
+    cached = _read_jsonl(out / COMPLETIONS_FILE)
+    completions: dict[str, list[dict[str, Any]]] = {}
+    for policy in policies:
+        key = _gen_key(policy, task, settings)
+        rows = [r for r in cached if r.get("policy") == policy.name and r.get("gen_key") == key]
+        rows.sort(key=lambda r: r["index"])
+        if [r["prompt_id"] for r in rows] == prompt_ids:
+            log(f"evaluate: reusing {len(rows)} completions of {policy.name} from "
+                f"{out / COMPLETIONS_FILE}")
+        else:
+            log(f"evaluate: sampling {len(prompts)} completions from {policy.name} "
+                f"({policy.model})")
+            rows = [{"policy": policy.name, "spec": policy.spec, "model": policy.model,
+                     "step": policy.step, "gen_key": key, **row,
+                     "prompt": prompts[row["index"]].text}
+                    for row in generate_completions(policy, task, prompts, device="cpu",
+                                                    log=log, **settings)]
+        completions[policy.name] = rows
+        # keep the cached lines of policies not (yet) handled in this run
+        others = [r for r in cached if r.get("policy") not in completions]
+        _write_jsonl_atomic(out / COMPLETIONS_FILE,
+                            [r for rs in completions.values() for r in rs] + others)
+    t_generated = time.perf_counter()
+
+    # ---- judgments (content-addressed cache, appended as they come)
+    judged: dict[str, dict[str, Any]] = {r["key"]: r for r in _read_jsonl(out / JUDGMENTS_FILE)
+                                         if "key" in r}
+    contexts = [p.text for p in prompts]
+    todo_pairs: dict[tuple[str, str], list[int]] = {}
+    pair_keys: dict[tuple[str, str], list[str]] = {}
+    for a, b in pairs:
+        keys = [_judgment_key("pair", judge, judge_prompt, task, contexts[i],
+                              completions[a][i]["completion"], completions[b][i]["completion"])
+                for i in range(len(prompts))]
+        pair_keys[(a, b)] = keys
+        todo_pairs[(a, b)] = [i for i, k in enumerate(keys) if k not in judged]
+    harmless_keys: dict[str, list[str]] = {}
+    todo_harmless: dict[str, list[int]] = {}
+    if task == "harmless":
+        for name in names:
+            keys = [_judgment_key("harmless", judge, task, contexts[i],
+                                  completions[name][i]["completion"])
+                    for i in range(len(prompts))]
+            harmless_keys[name] = keys
+            todo_harmless[name] = [i for i, k in enumerate(keys) if k not in judged]
+    n_todo = sum(map(len, todo_pairs.values())) + sum(map(len, todo_harmless.values()))
+    if n_todo:
+        from rewards.evaluation import harmless_probabilities, judge_pairwise
+        from rewards.judges import load_judge
+
+        log(f"evaluate: {n_todo} judgments to make with {judge} "
+            f"({len(judged)} already in {out / JUDGMENTS_FILE})")
+        loaded = load_judge(judge, num_threads=threads, batch_size=judge_batch_size)
+        with open(out / JUDGMENTS_FILE, "a", encoding="utf-8") as fh:
+            def record(row: dict[str, Any]) -> None:
+                judged[row["key"]] = row
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+
+            for (a, b), todo in todo_pairs.items():
+                same = [i for i in todo if completions[a][i]["completion"]
+                        == completions[b][i]["completion"]]
+                for i in same:  # identical texts: a tie by definition, no judge call
+                    record({"key": pair_keys[(a, b)][i], "kind": "pair", "a": a, "b": b,
+                            "prompt_id": prompt_ids[i], "judge": judge, "p_first": 0.5,
+                            "p_order_ab": None, "p_order_ba": None, "identical": True})
+                todo = [i for i in todo if i not in set(same)]
+                if not todo:
+                    continue
+                labels = judge_pairwise(
+                    loaded, task, [contexts[i] for i in todo],
+                    [completions[a][i]["completion"] for i in todo],
+                    [completions[b][i]["completion"] for i in todo],
+                    ids=[str(i) for i in todo], prompt=judge_prompt, progress=progress)
+                for label in labels:
+                    i = int(label.id)
+                    record({"key": pair_keys[(a, b)][i], "kind": "pair", "a": a, "b": b,
+                            "prompt_id": prompt_ids[i], "judge": judge,
+                            "p_first": label.p_first, "p_order_ab": label.p_order_ab,
+                            "p_order_ba": label.p_order_ba})
+            for name, todo in todo_harmless.items():
+                if not todo:
+                    continue
+                p, per_order = harmless_probabilities(
+                    loaded, [contexts[i] for i in todo],
+                    [completions[name][i]["completion"] for i in todo],
+                    batch_size=judge_batch_size)
+                for k, i in enumerate(todo):
+                    record({"key": harmless_keys[name][i], "kind": "harmless", "policy": name,
+                            "prompt_id": prompt_ids[i], "judge": judge,
+                            "p_harmless": float(p[k]),
+                            "p_harmless_per_order": per_order[k].tolist()})
+        del loaded
+    t_judged = time.perf_counter()
+
+    summary = summarise(
+        task=task, policies=policies, completions=completions, pairs=pairs,
+        pair_p_first={ab: [judged[k]["p_first"] for k in keys] for ab, keys in pair_keys.items()},
+        p_harmless={n: [judged[k]["p_harmless"] for k in keys]
+                    for n, keys in harmless_keys.items()},
+        n_bootstrap=n_bootstrap, seed=seed, length_unit=length_unit)
+    summary.update(
+        task=task, judge=judge, judge_prompt=judge_prompt, n_prompts=len(prompts),
+        split=split, data_source=data_source, prompt_ids=prompt_ids,
+        generation=settings,
+        files={"completions": str(out / COMPLETIONS_FILE),
+               "judgments": str(out / JUDGMENTS_FILE),
+               "evaluation": str(out / EVALUATION_FILE), "plot": str(out / PLOT_FILE)},
+        wall_time_s={"generation": t_generated - t_start, "judging": t_judged - t_generated,
+                     "total": time.perf_counter() - t_start},
+    )
+    plot_win_rates(summary, out / PLOT_FILE)
+    tmp = out / (EVALUATION_FILE + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out / EVALUATION_FILE)
+    return summary
+
+
+def summarise(*, task: str, policies: Sequence[PolicyRef],
+              completions: dict[str, list[dict[str, Any]]], pairs: Sequence[tuple[str, str]],
+              pair_p_first: dict[tuple[str, str], list[float]],
+              p_harmless: dict[str, list[float]], n_bootstrap: int, seed: int,
+              length_unit: str) -> dict[str, Any]:
+    """Lengths, win rates (plain and length-controlled) and harmless rates as plain dicts."""
+    from rewards.evaluation import (
+        harmless_rate,
+        length_controlled_win_rate,
+        length_stats,
+        win_rate,
+    )
+
+    def lengths_of(name: str) -> list[float]:
+        rows = completions[name]
+        if length_unit == "tokens":
+            return [float(r["tokens"]) for r in rows]
+        if length_unit == "words":
+            return [float(len(r["completion"].split())) for r in rows]
+        return [float(len(r["completion"])) for r in rows]
+
+    out_policies: dict[str, Any] = {}
+    for policy in policies:
+        rows = completions[policy.name]
+        entry: dict[str, Any] = {
+            "spec": policy.spec, "model": policy.model, "step": policy.step,
+            "lengths": length_stats([r["completion"] for r in rows],
+                                    [r["tokens"] for r in rows]).to_dict(),
+            "empty_completions": sum(1 for r in rows if not r["completion"].strip()),
+            "length_limit_hits": sum(1 for r in rows if r["length_limit"]),
+        }
+        if policy.name in p_harmless:
+            rate, mean_p = harmless_rate(p_harmless[policy.name])
+            entry["harmless"] = {**rate.to_dict(), "mean_p_harmless": mean_p}
+        out_policies[policy.name] = entry
+    comparisons = []
+    for a, b in pairs:
+        p_first = pair_p_first[(a, b)]
+        comparisons.append({
+            "a": a, "b": b,
+            "win_rate": win_rate(p_first).to_dict(),
+            "length_controlled": length_controlled_win_rate(
+                p_first, lengths_of(a), lengths_of(b), n_bootstrap=n_bootstrap, seed=seed,
+                unit=length_unit).to_dict(),
+        })
+    return {"policies": out_policies, "comparisons": comparisons}
+
+
+# =========================================================================== output
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+                     .rstrip())
+    return "\n".join(lines)
+
+
+def format_tables(summary: dict[str, Any]) -> str:
+    """The printed tables: lengths (and harmless rates) per policy, win rates per pair."""
+    blocks = []
+    rows = []
+    harmless = any("harmless" in p for p in summary["policies"].values())
+    for name, p in summary["policies"].items():
+        length = p["lengths"]
+        row = [name, str(length["n"]), f"{length['mean_tokens']:.1f}",
+               f"{length['mean_words']:.1f}", f"{length['mean_chars']:.0f}"]
+        if harmless:
+            h = p["harmless"]
+            row += [_pct(h["rate"]), f"[{_pct(h['ci_low'])}, {_pct(h['ci_high'])}]",
+                    f"{h['mean_p_harmless']:.3f}"]
+        rows.append(row)
+    header = ["policy", "N", "tokens", "words", "chars"]
+    if harmless:
+        header += ["harmless rate", "95% CI", "mean P(harmless)"]
+    blocks.append(_table(header, rows))
+    rows = []
+    for c in summary["comparisons"]:
+        w, lc = c["win_rate"], c["length_controlled"]
+        rows.append([f"{c['a']} vs {c['b']}", str(w["n"]), _pct(w["rate"]),
+                     f"[{_pct(w['ci_low'])}, {_pct(w['ci_high'])}]", str(w["ties"]),
+                     _pct(lc["rate"]), f"[{_pct(lc['ci_low'])}, {_pct(lc['ci_high'])}]"])
+    blocks.append(_table(["comparison", "N", "win rate", "95% CI", "ties",
+                          "length-controlled", "95% CI (bootstrap)"], rows))
+    return "\n\n".join(blocks)
+
+
+def plot_win_rates(summary: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Bar chart of the win rates with 95% CI error bars (and harmless rates), Agg."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    policies = summary["policies"]
+    harmless = [(n, p["harmless"]) for n, p in policies.items() if "harmless" in p]
+    panels = 1 + bool(harmless)
+    fig = Figure(figsize=(5 + 2.5 * panels, 4), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+
+    def bars(ax: Any, labels: list[str], rates: list[dict[str, Any]], title: str,
+             chance: float | None) -> None:
+        values = [r["rate"] for r in rates]
+        errors = [[v - r["ci_low"] for v, r in zip(values, rates, strict=True)],
+                  [r["ci_high"] - v for v, r in zip(values, rates, strict=True)]]
+        ax.bar(range(len(values)), values, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
+        for k, r in enumerate(rates):
+            ax.text(k, min(r["ci_high"] + 0.02, 0.95), f"N={r['n']}", ha="center", fontsize=8)
+        if chance is not None:
+            ax.axhline(chance, color="grey", ls="--", lw=1)
+        ax.set_xticks(range(len(values)), labels, rotation=20, ha="right", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+
+    comps = summary["comparisons"]
+    bars(axes[0], [f"{c['a']} vs {c['b']}" for c in comps], [c["win_rate"] for c in comps],
+         f"win rate (judge: {summary.get('judge', '?')}), 95% CI", 0.5)
+    if harmless:
+        bars(axes[1], [n for n, _ in harmless], [h for _, h in harmless],
+             "harmless rate, 95% CI", None)
+    path = Path(path)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+    return path
+
+
+# =========================================================================== CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` subcommand."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="win rates (and harmless rates) of policies on held-out prompts, judged by an LLM",
+        description=("Sample completions of every --policy on the same held-out prompts and "
+                     "compare them pairwise with an LLM judge (both orders averaged): win "
+                     "rates with N and 95%% CIs, length-controlled win rates, average lengths, "
+                     "harmless rates for --task harmless."),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=("--policy NAME=SPEC: SPEC is a model spec (smollm2-135m-instruct, tiny-random, "
+                "a folder, a .gguf) or a `rlaif-gym train` run folder.\n"
+                "--pair A:B: win rate of A over B (default: each later policy over each "
+                "earlier one)."),
+    )
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--policy", action="append", required=True, metavar="[NAME=]SPEC",
+                   help="a policy to evaluate (at least two)")
+    p.add_argument("--pair", action="append", default=None, metavar="A:B",
+                   help="compare policy A with B (repeatable)")
+    p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
+                   help=f"judge model (default: {DEFAULT_JUDGE})")
+    p.add_argument("--judge-prompt", default="base", help="preamble variant (%(default)s)")
+    p.add_argument("--n", type=positive_int, default=100, help="prompts (%(default)s)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
+    p.add_argument("--split", default="test", help="prompt split (%(default)s)")
+    p.add_argument("--source", default="auto", choices=("auto", "local", "hub", "sample"))
+    p.add_argument("--ids", default=None, metavar="IDS.json",
+                   help="JSON list of prompt ids to use, in order (instead of a seeded sample)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
+    p.add_argument("--max-prompt-tokens", type=positive_int, default=512)
+    p.add_argument("--temperature", type=positive_float, default=0.9)
+    p.add_argument("--seed", type=int, default=0, help="prompt sample, sampling, bootstrap")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="completions sampled together (%(default)s)")
+    p.add_argument("--judge-batch-size", type=positive_int, default=8)
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples for the length-controlled CI (%(default)s)")
+    p.add_argument("--length-unit", default="chars", choices=("chars", "words", "tokens"),
+                   help="length used by the length-controlled win rate (%(default)s)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_evaluate)
+
+
+def _error(message: str) -> int:
+    print(f"rlaif-gym evaluate: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``rlaif-gym evaluate``; returns the exit code."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        if len(args.policy) < 2:
+            raise EvaluationError("give at least two --policy")
+        if args.bootstrap < 0:
+            raise EvaluationError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        policies = [resolve_policy(text) for text in args.policy]
+        pairs = parse_pairs(args.pair, [p.name for p in policies])
+        ids = None
+        if args.ids is not None:
+            try:
+                ids = json.loads(Path(args.ids).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise EvaluationError(f"--ids {args.ids}: {exc}") from exc
+            if not isinstance(ids, list):
+                raise EvaluationError(f"--ids {args.ids} must hold a JSON list of prompt ids")
+        prompts, source = load_eval_prompts(args.task, n=args.n, split=args.split,
+                                            data_dir=args.data_dir, source=args.source,
+                                            seed=args.seed, ids=ids)
+        summary = run_evaluation(
+            task=args.task, policies=policies, prompts=prompts, judge=args.judge,
+            out_dir=args.out, pairs=pairs, judge_prompt=args.judge_prompt,
+            max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
+            temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
+            judge_batch_size=args.judge_batch_size, threads=args.threads,
+            n_bootstrap=args.bootstrap, length_unit=args.length_unit, data_source=source,
+            split=args.split, progress=not args.no_progress)
+    except (EvaluationError, FileNotFoundError) as exc:
+        return _error(str(exc))
+    except ValueError as exc:  # unknown model spec, template or data problems
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        print(f"rlaif-gym evaluate: interrupted; judgments made so far are kept in "
+              f"{Path(args.out) / JUDGMENTS_FILE}; rerun to continue", file=sys.stderr)
+        return 130
+    print(f"task {summary['task']}, judge {summary['judge']}, N={summary['n_prompts']} prompts "
+          f"({summary['data_source']}); 95% CIs: Wilson (win rates), bootstrap "
+          f"(length-controlled)")
+    print(format_tables(summary))
+    print(f"wrote {summary['files']['evaluation']}, {summary['files']['completions']}, "
+          f"{summary['files']['plot']}")
+    return 0

@@ -1,0 +1,158 @@
+"""OpenAIJudge against a real llama.cpp server (``python -m llama_cpp.server``) on the packaged
+Qwen2.5-Coder-0.5B GGUF, compared with TransformersJudge on the same weights.
+
+Skipped when llama-cpp-python (with its ``[server]`` extra) is not installed or the packaged
+weights are missing; marked ``slow`` (model loads and ~40 requests: minutes on 2 cores).
+Install with ``pip install 'llama-cpp-python[server]==0.3.36'``.
+
+What is compared: the server runs the GGUF's quantized weights (Q5_0/Q4_K/Q6_K/Q8_0) with
+llama.cpp's kernels (activations quantized to 8 bits for the dot products); the transformers
+judge runs the SAME weights dequantized to float32 (:mod:`rlaif_gym.models` converts the
+GGUF), in float32 here. Tokenization is the same: llama-cpp-python tokenizes the completion
+prompt with ``special=True`` (``<|im_start|>`` becomes one token) and adds BOS only when the
+GGUF says ``tokenizer.ggml.add_bos_token`` (False for Qwen2.5), like the transformers judge
+(``add_special_tokens=False``). Tolerances (documented, not tight): soft labels
+mean |diff| <= 0.05 and max <= 0.15; d-RLAIF expected scores (1-10) mean |diff| <= 0.3 and
+max <= 1.0. For scale, bf16 vs float32 in transformers alone moves soft labels by ~1e-2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MODEL = "qwen2.5-coder-0.5b-instruct"
+SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
+                  "pydantic_settings")
+START_TIMEOUT_S = 300.0
+TOP_LOGPROBS = 1000  # llama.cpp's top-N is uncapped; the digits must be inside it
+LABEL_TOL = (0.05, 0.15)  # (mean, max) |soft label difference|
+SCORE_TOL = (0.3, 1.0)  # (mean, max) |expected score difference|
+
+
+def _missing_modules() -> list[str]:
+    return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n"
+                        f"{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if requests.get(url + "/v1/models", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"llama_cpp.server not ready after {timeout:.0f} s:\n"
+                f"{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def gguf_path() -> Path:
+    missing = _missing_modules()
+    if missing:
+        pytest.skip(f"llama-cpp-python server not installed (missing {', '.join(missing)}): "
+                    "pip install 'llama-cpp-python[server]==0.3.36'")
+    from rlaif_gym.models import ChecksumError, MissingWeightsError, packaged_gguf_path
+
+    try:
+        return packaged_gguf_path(MODEL)  # joins the package parts once (sha256-checked)
+    except (MissingWeightsError, ChecksumError) as exc:
+        pytest.skip(f"packaged weights of {MODEL} not available: {exc}")
+
+
+@pytest.fixture(scope="module")
+def llamacpp_url(gguf_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("llamacpp") / "server.log"
+    threads = str(min(2, os.cpu_count() or 1))
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path),
+           "--host", "127.0.0.1", "--port", str(port), "--logits_all", "true",
+           "--n_ctx", "4096", "--n_threads", threads, "--n_threads_batch", threads,
+           "--model_alias", MODEL, "--verbose", "false"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, log, START_TIMEOUT_S)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def judges(llamacpp_url: str):
+    from rewards.judges.openai_judge import OpenAIJudge
+    from rewards.judges.transformers_judge import TransformersJudge
+
+    reference = TransformersJudge(MODEL, dtype="float32", num_threads=2, batch_size=4)
+    http = OpenAIJudge(reference.tokenizer, llamacpp_url, model=MODEL, server="llamacpp",
+                       top_logprobs=TOP_LOGPROBS, max_concurrency=1, timeout=300.0)
+    assert http.models() == [MODEL]
+    yield http, reference
+    http.close()
+
+
+def _report(what: str, got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
+    diff = np.abs(got - want)
+    print(f"\n{what}: n={len(diff)} mean|diff|={diff.mean():.4f} max|diff|={diff.max():.4f}")
+    return float(diff.mean()), float(diff.max())
+
+
+def test_soft_labels_agree_with_transformers(judges, shared_data_dir):
+    from rewards.preference import label_pairs
+    from rlaif_gym.data import load_preference_pairs
+
+    http, reference = judges
+    pairs = load_preference_pairs("tldr", data_dir=shared_data_dir, high_confidence=True,
+                                  source="local", limit=5)  # 10 prompts: both orders
+    got = list(label_pairs(http, pairs, progress=False))
+    want = list(label_pairs(reference, pairs, progress=False))
+    p_got = np.array([[x.p_order_ab, x.p_order_ba] for x in got]).ravel()
+    p_want = np.array([[x.p_order_ab, x.p_order_ba] for x in want]).ravel()
+    mean, worst = _report("soft labels (per order)", p_got, p_want)
+    agree = np.mean([a.ai_choice == b.ai_choice for a, b in zip(got, want, strict=True)])
+    print(f"AI choice agreement: {agree:.0%} of {len(got)} pairs")
+    assert mean <= LABEL_TOL[0] and worst <= LABEL_TOL[1]
+
+
+def test_direct_scores_agree_with_transformers(judges, shared_data_dir):
+    from rewards.direct import direct_scores
+    from rlaif_gym.data import format_tldr_post, load_tldr_posts
+
+    http, reference = judges
+    posts = list(load_tldr_posts(data_dir=shared_data_dir, source="local"))[:10]
+    contexts = [format_tldr_post(p.subreddit, p.title, p.post) for p in posts]
+    responses = [p.summary for p in posts]
+    got = direct_scores(http, "tldr", contexts, responses)
+    want = direct_scores(reference, "tldr", contexts, responses)
+    np.testing.assert_allclose(got.distribution.sum(1), 1.0, atol=1e-9)
+    mean, worst = _report("expected scores (1-10)", got.expected, want.expected)
+    assert mean <= SCORE_TOL[0] and worst <= SCORE_TOL[1]
