@@ -3,8 +3,10 @@
 The prompts are TL;DR posts ``--skip``, ``--skip + 1``, ... of ``--split`` (a training run
 with ``--train-prompts K`` never sees posts ``K...``), or, with ``--split-file``, the posts
 of the OpenAI comparison pairs on the TEST side of a reward-model split file
-(``rlaif-gym train-rm`` writes ``split.json``). Each policy samples with the same seed,
-temperature, lengths and prompt order, so policies differ only by their weights.
+(``rlaif-gym train-rm`` writes ``split.json``), or with ``--comparison-posts`` every post of
+the comparisons (none of them is a DOVE post, so none was an RL prompt). Each policy samples
+with the same seed, temperature, lengths and prompt order, so policies differ only by their
+weights.
 
 Writes one JSON line per (policy, post): ``policy, prompt_id, context, completion,
 n_tokens``. ``rlaif-gym``'s judges then compare the policies on the same posts.
@@ -33,18 +35,18 @@ from rlaif_gym.tasks import _format_tldr_post, get_task  # noqa: E402
 
 
 def heldout_prompts(split: str, skip: int, split_file: str | None, data_dir: str | None,
-                    limit: int | None) -> list[PromptRecord]:
+                    limit: int | None, comparison_posts: bool = False) -> list[PromptRecord]:
     """The held-out prompts (see the module docstring), at most ``limit``."""
-    if split_file is None:
+    if split_file is None and not comparison_posts:
         records = list(get_task("tldr").load_prompts(split, data_dir=data_dir, source="local"))
         if skip >= len(records):
             raise SystemExit(f"--skip {skip} leaves no prompt of the {len(records)} in {split!r}")
         records = records[skip:]
         return records[:limit] if limit else records
-    test_ids = PairSplit.load(split_file).side("test")
+    test_ids = PairSplit.load(split_file).side("test") if split_file else None
     seen: dict[str, PromptRecord] = {}
     for c in load_tldr_comparisons(data_dir=data_dir, source="local"):
-        if str(c.id) not in test_ids:
+        if test_ids is not None and str(c.id) not in test_ids:
             continue
         text = _format_tldr_post(c.subreddit, c.title, c.post)
         key = c.post_id or text
@@ -92,6 +94,9 @@ def main() -> None:
     p.add_argument("--skip", type=int, default=400, help="first held-out post (%(default)s)")
     p.add_argument("--split-file", default=None,
                    help="use the comparison posts on the test side of this RM split instead")
+    p.add_argument("--comparison-posts", action="store_true",
+                   help="use every distinct post of the OpenAI comparisons instead (disjoint "
+                        "from the DOVE TL;DR posts that RL trains on)")
     p.add_argument("--policy", action="append", required=True, metavar="NAME=SPEC")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--limit", type=int, default=None, help="at most this many posts")
@@ -105,7 +110,8 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    records = heldout_prompts(args.split, args.skip, args.split_file, args.data_dir, args.limit)
+    records = heldout_prompts(args.split, args.skip, args.split_file, args.data_dir, args.limit,
+                              args.comparison_posts)
     with open(args.out, "w", encoding="utf-8") as f:
         for item in args.policy:
             name, _, spec = item.partition("=")

@@ -1,0 +1,285 @@
+"""Calibration of AI preference labels and the choose-on-one-half / report-on-the-other protocol."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rewards.alignment import alignment_report
+from rewards.calibration import (
+    METHODS,
+    OrderData,
+    calibrated_records,
+    choose_and_report,
+    fit_logistic,
+    get_method,
+    prior_calibrated_orders,
+    score,
+    split_halves,
+)
+from rlaif_gym.data.records import PreferencePair
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def biased_labels(n: int = 400, bias: float = 3.0, seed: int = 0) -> tuple[list[dict], np.ndarray]:
+    """Synthetic labels of a judge with true log-odds ``s`` (humans choose responses[0] with
+    probability sigma(s)) and a position prior ``bias`` on the first-shown response: in order
+    ab the log-odds of responses[0] are ``s + bias``, in order ba ``s - bias``.
+    Returns (label dicts, s)."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(0.0, 1.5, n)
+    human = np.where(rng.random(n) < _sigmoid(s), 0, 1)
+    p_ab, p_ba = _sigmoid(s + bias), _sigmoid(s - bias)
+    labels = [{"id": f"p{k}", "task": "tldr", "p_first": float((a + b) / 2),
+               "p_order_ab": float(a), "p_order_ba": float(b), "human_choice": int(h)}
+              for k, (a, b, h) in enumerate(zip(p_ab, p_ba, human, strict=True))]
+    return labels, s
+
+
+def _accuracy(p: np.ndarray, human: np.ndarray) -> float:
+    return float(np.mean((p < 0.5).astype(int) == human))
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def test_prior_calibration_of_a_position_biased_judge_recovers_the_unbiased_accuracy():
+    labels, s = biased_labels(bias=3.0)
+    data = OrderData.from_records(labels)
+    choose, report = data.subset(data.ids[:200]), data.subset(data.ids[200:])
+    unbiased = _accuracy(_sigmoid(s[200:]), report.human)
+    assert _accuracy(report.p_ab, report.human) < unbiased - 0.15  # the bias hurts one order
+
+    fitted = get_method("prior").fit(choose)
+    assert fitted.params["b"] == pytest.approx(3.0)
+    p_ab, p_ba = prior_calibrated_orders(report, fitted.params["b"])
+    assert _accuracy(p_ab, report.human) == pytest.approx(unbiased)
+    assert _accuracy(p_ba, report.human) == pytest.approx(unbiased)
+    np.testing.assert_allclose(fitted.predict(report), _sigmoid(s[200:]), atol=1e-9)
+
+
+def test_prior_calibration_removes_the_position_bias_of_the_written_labels():
+    labels, _ = biased_labels(bias=3.0)
+    assert alignment_report(labels).position_bias > 0.8
+    fitted = get_method("prior").fit(OrderData.from_records(labels[:200]))
+    calibrated = calibrated_records(labels, fitted)
+    assert alignment_report(calibrated).position_bias == 0.0
+    assert set(calibrated[0]) == set(labels[0])  # same fields, readable as labels
+
+
+def test_prior_calibrated_confident_order_beats_the_raw_confident_order_under_strong_bias():
+    labels, s = biased_labels(bias=3.0)
+    data = OrderData.from_records(labels)
+    raw = get_method("confident").fit(data).predict(data)
+    calibrated = get_method("prior_confident").fit(data).predict(data)
+    unbiased = _accuracy(_sigmoid(s), data.human)
+    assert score(calibrated, data).log_loss < score(raw, data).log_loss - 0.2
+    assert _accuracy(calibrated, data.human) == pytest.approx(unbiased)
+
+
+def test_symmetric_methods_share_the_decision_of_the_averaged_label():
+    rng = np.random.default_rng(1)
+    n = 300
+    labels = [{"id": str(k), "p_order_ab": float(a), "p_order_ba": float(b),
+               "human_choice": int(h)}
+              for k, (a, b, h) in enumerate(zip(rng.random(n), rng.random(n),
+                                                rng.integers(0, 2, n), strict=True))]
+    data = OrderData.from_records(labels)
+    decision = data.x_ab + data.x_ba > 0
+    for name in ("none", "prior", "confident", "prior_confident"):
+        p = get_method(name).fit(data.subset(data.ids[:100])).predict(data)
+        np.testing.assert_array_equal(p > 0.5, decision, err_msg=name)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if METHODS[m].symmetric])
+def test_symmetric_methods_are_equivariant_to_swapping_the_responses(name):
+    labels, _ = biased_labels(n=120, bias=1.0, seed=2)
+    data = OrderData.from_records(labels)
+    method = get_method(name)
+    p = method.fit(data).predict(data)
+    p_swapped = method.fit(data.swapped()).predict(data.swapped())
+    np.testing.assert_allclose(p_swapped, 1.0 - p, atol=1e-12)
+
+
+def test_threshold_picks_the_accuracy_maximising_cut_closest_to_one_half():
+    labels = [{"id": str(k), "p_order_ab": p, "p_order_ba": p, "human_choice": h}
+              for k, (p, h) in enumerate([(0.40, 1), (0.52, 1), (0.54, 1), (0.60, 0),
+                                          (0.70, 0), (0.30, 1)])]
+    data = OrderData.from_records(labels)
+    fitted = get_method("threshold").fit(data)
+    assert fitted.params["t"] == pytest.approx(0.57)
+    assert score(fitted.predict(data), data).z_acc == 1.0
+    assert score(get_method("none").fit(data).predict(data), data).z_acc == pytest.approx(4 / 6)
+
+
+def test_logistic_fit_recovers_known_weights():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 1.0, (20000, 2))
+    y = (rng.random(20000) < _sigmoid(1.5 * x[:, 0] - 0.5 * x[:, 1] + 0.3)).astype(float)
+    w, c = fit_logistic(x, y)
+    np.testing.assert_allclose(w, [1.5, -0.5], atol=0.08)
+    assert c == pytest.approx(0.3, abs=0.06)
+
+
+def test_offset_methods_refuse_a_choosing_set_whose_human_choices_are_all_the_same():
+    labels, _ = biased_labels(n=50)
+    for label in labels:
+        label["human_choice"] = 0  # as HH pairs: the chosen response is stored first
+    data = OrderData.from_records(labels)
+    for name in ("threshold", "platt", "logistic"):
+        with pytest.raises(ValueError, match="every human choice"):
+            get_method(name).fit(data)
+    result = choose_and_report({"hh": labels}, data.ids[:25], data.ids[25:])
+    assert {c.method for c in result.candidates} == {m for m in METHODS if METHODS[m].symmetric}
+    assert any("threshold" in note for note in result.notes)
+
+
+def test_score_agrees_with_the_alignment_report():
+    labels, _ = biased_labels(n=101, bias=0.3, seed=4)
+    labels[0]["p_order_ab"] = labels[0]["p_order_ba"] = labels[0]["p_first"] = 0.5  # a tie
+    data = OrderData.from_records(labels)
+    mine = score(data.p_first, data)
+    theirs = alignment_report(labels)
+    assert (mine.n, mine.z_acc, mine.ci_low, mine.ci_high, mine.n_ties) == (
+        theirs.n, theirs.z_acc, theirs.ci_low, theirs.ci_high, theirs.n_ties)
+    y = (data.human == 0).astype(float)
+    assert mine.brier == pytest.approx(float(np.mean((data.p_first - y) ** 2)))
+
+
+def test_bad_labels_are_rejected_with_the_label_id():
+    with pytest.raises(ValueError, match="'x'.*p_order_ab"):
+        OrderData.from_records([{"id": "x", "p_order_ab": 1.5, "p_order_ba": 0.5,
+                                 "human_choice": 0}])
+    with pytest.raises(ValueError, match="'y'.*p_order_ba is missing"):
+        OrderData.from_records([{"id": "y", "p_order_ab": 0.5, "human_choice": 0}])
+    with pytest.raises(ValueError, match="no label"):
+        OrderData.from_records([{"id": "z", "p_order_ab": 0.5, "p_order_ba": 0.5,
+                                 "human_choice": 0}], ids=["z", "w"])
+    with pytest.raises(ValueError, match="unknown calibration method"):
+        get_method("isotonic")
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def _two_judges() -> tuple[dict[str, list[dict]], list[str], list[str]]:
+    good, _ = biased_labels(n=300, bias=0.5, seed=5)
+    rng = np.random.default_rng(6)
+    noisy = [dict(label, p_order_ab=float(rng.random()), p_order_ba=float(rng.random()))
+             for label in good]
+    ids = [label["id"] for label in good]
+    return {"good": good, "noisy": noisy}, ids[:150], ids[150:]
+
+
+def test_the_chosen_candidate_and_its_parameters_do_not_depend_on_report_half_labels():
+    sets, choose, report = _two_judges()
+    before = choose_and_report(sets, choose, report)
+    report_set = set(report)
+    flipped = {name: [dict(r, human_choice=1 - r["human_choice"],
+                           p_order_ab=1 - r["p_order_ab"]) if r["id"] in report_set else r
+                      for r in labels] for name, labels in sets.items()}
+    after = choose_and_report(flipped, choose, report)
+    assert before.chosen_candidate.source == after.chosen_candidate.source == "good"
+    assert before.chosen == after.chosen
+    assert [c.params for c in before.candidates] == [c.params for c in after.candidates]
+    assert [c.choose for c in before.candidates] == [c.choose for c in after.candidates]
+    assert before.chosen_candidate.report != after.chosen_candidate.report  # it was changed
+
+
+def test_parameters_are_fit_on_the_choosing_half_only():
+    sets, choose, report = _two_judges()
+    result = choose_and_report(sets, choose, report, methods=["prior", "logistic"])
+    choose_data = OrderData.from_records(sets["good"], choose)
+    for candidate in result.candidates:
+        if candidate.source == "good":
+            expected = get_method(candidate.method).fit(choose_data).params
+            assert candidate.params == pytest.approx(expected)
+
+
+def test_choice_uses_choose_half_z_acc_then_fewer_parameters():
+    sets, choose, report = _two_judges()
+    result = choose_and_report(sets, choose, report, methods=["prior", "none"])
+    chosen = result.chosen_candidate
+    assert (chosen.source, chosen.method) == ("good", "none")  # same z_acc, fewer parameters
+
+
+def test_only_pool_label_sets_can_be_chosen_and_only_common_ids_are_scored():
+    sets, choose, report = _two_judges()
+    sets["noisy"] = sets["noisy"][:200]  # covers only part of the report half
+    result = choose_and_report(sets, choose, report, pool=["noisy"])
+    assert result.chosen_candidate.source == "noisy"
+    assert len(result.choose_ids) == 150 and len(result.report_ids) == 50
+    assert all(c.report.n == 50 for c in result.candidates)
+    assert not any(c.in_pool for c in result.candidates if c.source == "good")
+
+
+def test_overlapping_halves_are_rejected():
+    sets, choose, report = _two_judges()
+    with pytest.raises(ValueError, match="both halves"):
+        choose_and_report(sets, choose, report + choose[:1])
+
+
+# --------------------------------------------------------------------------- halves
+
+
+def _pairs(n_contexts: int, per_context: int) -> list[PreferencePair]:
+    return [PreferencePair(id=f"c{c}-{k}", task="tldr", context=f"post {c}",
+                           responses=("a", "b"), human_choice=k % 2)
+            for c in range(n_contexts) for k in range(per_context)]
+
+
+def test_halves_are_disjoint_by_context_and_cover_every_pair():
+    pairs = _pairs(10, 3)
+    choose, report = split_halves(pairs, seed=7)
+    context = {p.id: p.context for p in pairs}
+    assert {context[i] for i in choose}.isdisjoint({context[i] for i in report})
+    assert sorted(choose + report) == sorted(p.id for p in pairs)
+    assert len({context[i] for i in report}) == 5
+    assert split_halves(pairs, seed=7) == (choose, report)
+
+
+def test_real_tldr_halves_are_disjoint_by_post(shared_data_dir):
+    from rlaif_gym.data import load_preference_pairs
+
+    pairs = load_preference_pairs("tldr", data_dir=shared_data_dir, high_confidence=True)
+    choose, report = split_halves(pairs, seed=0)
+    context = {p.id: p.context for p in pairs}
+    assert {context[i] for i in choose}.isdisjoint({context[i] for i in report})
+    assert len(choose) + len(report) == len(pairs)
+
+
+def test_benchmark_writes_ids_and_numbers_but_no_pair_text(shared_data_dir, tmp_path, capsys):
+    label_file = REPO / "reports" / "labels" / "tldr_hc-base-0shot-qwen1.5b.jsonl"
+    if not label_file.is_file():
+        pytest.skip(f"{label_file} not found")
+    import importlib.util
+
+    from rlaif_gym.data import load_preference_pairs
+
+    spec = importlib.util.spec_from_file_location(
+        "choose_and_report_bench", REPO / "benchmarks" / "choose_and_report.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "report.json"
+    assert bench.main(["--data-dir", str(shared_data_dir), "--labels", str(label_file),
+                       "--repeat", "0", "--out", str(out)]) == 0
+    assert "**chosen**" in capsys.readouterr().out
+    text = out.read_text(encoding="utf-8")
+    report = json.loads(text)
+    chosen = report["selections"]["all pairs"]["chosen_summary"]
+    assert 0.0 <= chosen["report"]["z_acc"] <= 1.0 and chosen["report"]["n"] > 0
+    assert not math.isnan(chosen["choose"]["z_acc"])
+    assert set(report["choose_ids"]).isdisjoint(report["report_ids"])
+    pairs = load_preference_pairs("tldr", data_dir=shared_data_dir, high_confidence=True)
+    for pair in pairs[:50]:
+        assert pair.context[:80] not in text
+        assert pair.responses[0][:60] not in text
