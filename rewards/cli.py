@@ -268,12 +268,21 @@ def run_label(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as exc:
         return _error(f"cannot load {args.task} pairs: {exc}")
 
-    todo, seen = [], set(done)
+    from rewards.preference import pair_problem
+
+    todo, seen, invalid = [], set(done), []
     for pair in pairs:
-        if str(pair.id) not in seen:
+        problem = pair_problem(pair)
+        if problem is not None:
+            invalid.append(f"{pair.id} ({problem})")
+        elif str(pair.id) not in seen:
             seen.add(str(pair.id))
             todo.append(pair)
-    skipped = len(pairs) - len(todo)
+    if invalid:
+        shown = ", ".join(invalid[:5]) + (" ..." if len(invalid) > 5 else "")
+        print(f"rlaif-gym label: warning: skipping {len(invalid)} pairs that cannot be labeled: "
+              f"{shown}", file=sys.stderr)
+    skipped = len(pairs) - len(todo) - len(invalid)
     if not todo:
         print(f"all {len(pairs)} pairs are already labeled in {out}")
         return 0

@@ -40,7 +40,7 @@ from rewards.prompts import (
 )
 from rlaif_gym.data.records import PreferencePair
 
-__all__ = ["PreferenceLabel", "label_pairs", "shared_rendered_prefix"]
+__all__ = ["PreferenceLabel", "label_pairs", "pair_problem", "shared_rendered_prefix"]
 
 _SENTINEL = "\ue00f"
 
@@ -121,16 +121,26 @@ class PreferenceLabel:
 # --------------------------------------------------------------------------- helpers
 
 
+def pair_problem(pair: PreferencePair) -> str | None:
+    """Why ``pair`` cannot be labeled (``"expected 2 responses, got 3"``, ``"empty context"``,
+    ``"empty response 1"``), or None when it can. Datasets contain such pairs (HH-RLHF has
+    records whose final assistant turn is empty); callers skip or report them."""
+    if len(pair.responses) != 2:
+        return f"expected 2 responses, got {len(pair.responses)}"
+    if not isinstance(pair.context, str) or not pair.context.strip():
+        return "empty context"
+    for k, response in enumerate(pair.responses):
+        if not isinstance(response, str) or not response.strip():
+            return f"empty response {k}"
+    return None
+
+
 def _check_pair(pair: PreferencePair) -> None:
     if not isinstance(pair, PreferencePair):
         raise TypeError(f"expected a PreferencePair, got {type(pair).__name__}")
-    if len(pair.responses) != 2:
-        raise ValueError(f"pair {pair.id!r}: expected 2 responses, got {len(pair.responses)}")
-    if not isinstance(pair.context, str) or not pair.context.strip():
-        raise ValueError(f"pair {pair.id!r}: empty context")
-    for k, response in enumerate(pair.responses):
-        if not isinstance(response, str) or not response.strip():
-            raise ValueError(f"pair {pair.id!r}: empty response {k}")
+    problem = pair_problem(pair)
+    if problem is not None:
+        raise ValueError(f"pair {pair.id!r}: {problem}")
 
 
 def _p_shown_first(tpl: PreferenceTemplate, logprobs: np.ndarray) -> np.ndarray:

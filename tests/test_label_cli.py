@@ -159,16 +159,16 @@ def test_value_error_mid_run_exits_2_with_one_line_and_keeps_labels(
     assert read_ids(out) == ["p0", "p1"]
 
 
-def test_pair_with_empty_response_exits_2_and_keeps_earlier_labels(tmp_path, fake, capsys):
+def test_pair_with_empty_response_is_skipped_with_a_warning_naming_it(tmp_path, fake, capsys):
     out = tmp_path / "labels.jsonl"
     good = write_pairs(tmp_path / "good.jsonl", n=2)
     assert main(label_argv(good, out)) == 0
     capsys.readouterr()
-    bad = write_pairs(tmp_path / "bad.jsonl", n=4, empty_response_at=3)
-    assert main(label_argv(bad, out)) == 2
+    bad = write_pairs(tmp_path / "bad.jsonl", n=5, empty_response_at=3)
+    assert main(label_argv(bad, out)) == 0
     err = capsys.readouterr().err
-    assert "error" in err and "p3" in err and "empty response" in err
-    assert read_ids(out) == ["p0", "p1"]
+    assert "skipping 1 pairs" in err and "p3 (empty response" in err
+    assert read_ids(out) == ["p0", "p1", "p2", "p4"]
 
 
 def test_labels_of_another_configuration_are_refused(tmp_path, fake, capsys):
