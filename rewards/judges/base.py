@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from rewards.prompts import ChatPrompt
 
-__all__ = ["Judge", "JudgeError", "Prompt", "as_segments"]
+__all__ = ["Judge", "JudgeError", "Prompt", "TokenizerJudge", "as_segments"]
 
 #: A prompt: one string, or text segments tokenized separately and concatenated.
 Prompt = str | Sequence[str]
@@ -135,3 +135,72 @@ class Judge(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+class TokenizerJudge(Judge):
+    """A :class:`Judge` that holds a local Hugging Face tokenizer (``self.tokenizer``) and
+    uses it for the tokenizer-side primitives every backend shares: segment-wise
+    :meth:`encode`, :meth:`is_single_token`, :meth:`candidate_ids` and chat-template
+    :meth:`render`. Subclasses set ``self.tokenizer`` and implement the model calls."""
+
+    tokenizer: Any
+
+    #: End-of-turn tokens of common chat templates, stop tokens when in the vocabulary.
+    END_OF_TURN_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>",
+                                           "<end_of_turn>")
+
+    def _tokenizer_stop_ids(self) -> set[int]:
+        """The tokenizer's EOS id plus the :attr:`END_OF_TURN_TOKENS` in its vocabulary."""
+        tok = self.tokenizer
+        ids = set()
+        if tok.eos_token_id is not None:
+            ids.add(int(tok.eos_token_id))
+        vocab = tok.get_vocab()
+        for text in self.END_OF_TURN_TOKENS:
+            if text in vocab:
+                ids.add(int(vocab[text]))
+        return ids
+
+    def _token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of ``prompt``: each segment tokenized without added special tokens, then
+        concatenated (special tokens written in the text, e.g. ``<|im_start|>``, are kept)."""
+        ids: list[int] = []
+        for segment in as_segments(prompt):
+            ids.extend(self._token_ids(segment))
+        if not ids:
+            raise JudgeError("prompt tokenized to zero tokens")
+        return ids
+
+    def is_single_token(self, text: str) -> bool:
+        return len(self._token_ids(text)) == 1
+
+    def candidate_ids(self, candidates: Sequence[str]) -> list[int]:
+        """One token id per candidate; raises :class:`JudgeError` for a multi-token one."""
+        if isinstance(candidates, str) or len(candidates) == 0:
+            raise JudgeError(f"candidates must be a non-empty sequence of str, got {candidates!r}")
+        out = []
+        for cand in candidates:
+            ids = self._token_ids(cand)
+            if len(ids) != 1:
+                pieces = self.tokenizer.convert_ids_to_tokens(ids)
+                raise JudgeError(
+                    f"candidate {cand!r} is {len(ids)} tokens {pieces} for judge {self.name!r}; "
+                    "next-token log-probabilities need single-token candidates"
+                )
+            out.append(ids[0])
+        return out
+
+    def render(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str = "") -> str:
+        """Chat template (``add_generation_prompt=True``) + ``assistant_prefix``; plain text
+        (:func:`rewards.prompts.render_plain`) when the tokenizer has no chat template."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+            )
+            return text + assistant_prefix
+        from rewards.prompts import render_plain
+
+        return render_plain(messages, assistant_prefix)

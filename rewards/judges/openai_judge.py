@@ -55,8 +55,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
-from rewards.prompts import render_plain
+from rewards.judges.base import JudgeError, Prompt, TokenizerJudge, as_segments
 
 __all__ = ["SERVER_KINDS", "OpenAIJudge", "gbnf_alternatives"]
 
@@ -125,7 +124,7 @@ def _non_negative_number(name: str, value: Any, allow_zero: bool = True) -> floa
     return float(value)
 
 
-class OpenAIJudge(Judge):
+class OpenAIJudge(TokenizerJudge):
     """Judge served by one or more OpenAI-compatible ``/v1/completions`` endpoints.
 
     Args:
@@ -242,48 +241,6 @@ class OpenAIJudge(Judge):
     def __repr__(self) -> str:
         return (f"OpenAIJudge(name={self.name!r}, server={self.server!r}, "
                 f"base_urls={list(self.base_urls)!r})")
-
-    # ----------------------------------------------------------------- tokenizer helpers
-
-    def _token_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of ``prompt``, segment by segment (as ``TransformersJudge.encode``)."""
-        ids: list[int] = []
-        for segment in as_segments(prompt):
-            ids.extend(self._token_ids(segment))
-        if not ids:
-            raise JudgeError("prompt tokenized to zero tokens")
-        return ids
-
-    def is_single_token(self, text: str) -> bool:
-        return len(self._token_ids(text)) == 1
-
-    def candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        """One token id per candidate; raises :class:`JudgeError` for a multi-token one."""
-        if isinstance(candidates, str) or len(candidates) == 0:
-            raise JudgeError(f"candidates must be a non-empty sequence of str, got {candidates!r}")
-        out = []
-        for cand in candidates:
-            ids = self._token_ids(cand)
-            if len(ids) != 1:
-                raise JudgeError(
-                    f"candidate {cand!r} is {len(ids)} tokens for judge {self.name!r}; "
-                    "next-token log-probabilities need single-token candidates"
-                )
-            out.append(ids[0])
-        return out
-
-    def render(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str = "") -> str:
-        """Chat template of the local tokenizer (``add_generation_prompt=True``) +
-        ``assistant_prefix``; plain text when the tokenizer has no chat template."""
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
-            )
-            return text + assistant_prefix
-        return render_plain(messages, assistant_prefix)
 
     # ----------------------------------------------------------------- HTTP
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
-from rewards.prompts import render_plain
+from rewards.judges.base import Prompt, TokenizerJudge
 
 __all__ = ["TransformersJudge"]
 
@@ -37,7 +36,7 @@ def _as_torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return resolved
 
 
-class TransformersJudge(Judge):
+class TransformersJudge(TokenizerJudge):
     """Judge running a ``transformers`` causal LM in-process.
 
     Args:
@@ -134,14 +133,7 @@ class TransformersJudge(Judge):
         return 0  # unreachable; keeps type checkers happy
 
     def _pick_stop_ids(self) -> list[int]:
-        tok = self.tokenizer
-        ids = set()
-        if tok.eos_token_id is not None:
-            ids.add(int(tok.eos_token_id))
-        vocab = tok.get_vocab()
-        for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
-            if text in vocab:
-                ids.add(int(vocab[text]))
+        ids = self._tokenizer_stop_ids()
         config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         if isinstance(config_eos, int):
             ids.add(config_eos)
@@ -149,51 +141,7 @@ class TransformersJudge(Judge):
             ids.update(int(i) for i in config_eos)
         return sorted(ids)
 
-    def _token_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of ``prompt``: each segment tokenized without added special tokens, then
-        concatenated (special tokens written in the text, e.g. ``<|im_start|>``, are kept)."""
-        ids: list[int] = []
-        for segment in as_segments(prompt):
-            ids.extend(self._token_ids(segment))
-        if not ids:
-            raise JudgeError("prompt tokenized to zero tokens")
-        return ids
-
-    def is_single_token(self, text: str) -> bool:
-        return len(self._token_ids(text)) == 1
-
-    def candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        """One token id per candidate; raises :class:`JudgeError` for a multi-token one."""
-        if isinstance(candidates, str) or len(candidates) == 0:
-            raise JudgeError(f"candidates must be a non-empty sequence of str, got {candidates!r}")
-        out = []
-        for cand in candidates:
-            ids = self._token_ids(cand)
-            if len(ids) != 1:
-                pieces = self.tokenizer.convert_ids_to_tokens(ids)
-                raise JudgeError(
-                    f"candidate {cand!r} is {len(ids)} tokens {pieces} for judge {self.name!r}; "
-                    "next-token log-probabilities need single-token candidates"
-                )
-            out.append(ids[0])
-        return out
-
-    # ----------------------------------------------------------------- rendering
-
-    def render(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str = "") -> str:
-        """Chat template (``add_generation_prompt=True``) + ``assistant_prefix``; plain text
-        (:func:`rewards.prompts.render_plain`) when the tokenizer has no chat template."""
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
-            )
-            return text + assistant_prefix
-        return render_plain(messages, assistant_prefix)
-
-    # ----------------------------------------------------------------- forward helpers
+    # ----------------------------------------------------------------- forward passes
 
     def _capture_head_input(self, module: Any, args: tuple, output: Any) -> None:
         self._head_inputs.append(args[0])

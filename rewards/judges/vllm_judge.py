@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
-from rewards.prompts import render_plain
+from rewards.judges.base import JudgeError, Prompt, TokenizerJudge
 
 __all__ = ["INSTALL_HINT", "VLLMJudge"]
 
@@ -90,7 +89,7 @@ def _model_source(spec: str | os.PathLike) -> str:
     return str(resolve_model_path(spec))
 
 
-class VLLMJudge(Judge):
+class VLLMJudge(TokenizerJudge):
     """Judge running a causal LM with vLLM's offline ``LLM`` engine (GPU).
 
     Args:
@@ -156,54 +155,7 @@ class VLLMJudge(Judge):
     # ----------------------------------------------------------------- tokenizer helpers
 
     def _pick_stop_ids(self) -> list[int]:
-        tok = self.tokenizer
-        ids = set()
-        if tok.eos_token_id is not None:
-            ids.add(int(tok.eos_token_id))
-        vocab = tok.get_vocab()
-        for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
-            if text in vocab:
-                ids.add(int(vocab[text]))
-        return sorted(ids)
-
-    def _token_ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of ``prompt``, segment by segment (as ``TransformersJudge.encode``)."""
-        ids: list[int] = []
-        for segment in as_segments(prompt):
-            ids.extend(self._token_ids(segment))
-        if not ids:
-            raise JudgeError("prompt tokenized to zero tokens")
-        return ids
-
-    def is_single_token(self, text: str) -> bool:
-        return len(self._token_ids(text)) == 1
-
-    def candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        """One token id per candidate; raises :class:`JudgeError` for a multi-token one."""
-        if isinstance(candidates, str) or len(candidates) == 0:
-            raise JudgeError(f"candidates must be a non-empty sequence of str, got {candidates!r}")
-        out = []
-        for cand in candidates:
-            ids = self._token_ids(cand)
-            if len(ids) != 1:
-                raise JudgeError(f"candidate {cand!r} is {len(ids)} tokens for judge "
-                                 f"{self.name!r}; next-token log-probabilities need "
-                                 "single-token candidates")
-            out.append(ids[0])
-        return out
-
-    def render(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str = "") -> str:
-        """Chat template (``add_generation_prompt=True``) + ``assistant_prefix``; plain text
-        when the tokenizer has no chat template."""
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
-            )
-            return text + assistant_prefix
-        return render_plain(messages, assistant_prefix)
+        return sorted(self._tokenizer_stop_ids())
 
     # ----------------------------------------------------------------- primitives
 
