@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 50,
     "postprocess": "none",
     "max_grad_norm": 1.0,
+    "value_init": "first-batch",
     "weight_decay": 0.0,
     "dtype": "float32",
     "device": "cpu",
@@ -102,6 +103,9 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d["lr"], help="policy AdamW lr (%(default)s)")
     p.add_argument("--value-lr", type=float, default=d["value_lr"],
                    help="value model AdamW lr (%(default)s)")
+    p.add_argument("--value-init", choices=("first-batch", "zero"), default=d["value_init"],
+                   help="start the value baseline at the first batch's mean return "
+                        "(first-batch) or at 0 (%(default)s)")
     p.add_argument("--kl-coef", type=float, default=d["kl_coef"],
                    help="beta in (1 - beta) r - beta KL (%(default)s)")
     p.add_argument("--temperature", type=float, default=d["temperature"],
@@ -180,6 +184,7 @@ def config_from_args(args: argparse.Namespace):
         checkpoint_every=args.checkpoint_every, threads=args.threads,
         postprocess=args.postprocess,
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
+        value_init=args.value_init,
         weight_decay=args.weight_decay, dtype=args.dtype, device=args.device,
         resume=args.resume, progress=not args.no_progress,
     )

@@ -244,6 +244,35 @@ class ValueModel(nn.Module):
         return self.head(hidden).squeeze(-1).float()
 
 
+def init_value_baseline(value_model: ValueModel, rewards: np.ndarray, kl_coef: float) -> float:
+    """Data-dependent start of the baseline: ``V(x_t) = (1 - beta) * mean(r)`` for every state.
+
+    The value head starts at zero weight, so setting its bias makes the value of every state
+    the mean return of the first batch (``R = (1 - beta) r - beta KL`` with ``KL = 0``, since
+    the policy still equals the reference). Without it the baseline starts at 0 while the
+    rewards sit far from 0, and with an AdamW step of about ``value_lr`` per parameter it
+    needs tens of updates to catch up; meanwhile every advantage has the sign of the mean
+    reward, and REINFORCE reinforces whatever was sampled (reports/drlaif-cpu: mean
+    advantage 0.26 -> 0.04 over the first 30 steps). Call it once, before the first update
+    of a fresh run (not on resume: the bias is saved with the value model).
+
+    Args:
+        rewards: float ``(B,)`` raw rewards of the first batch (finite).
+        kl_coef: beta in [0, 1].
+
+    Returns:
+        The value the baseline now starts from.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    if r.ndim != 1 or r.size == 0 or not np.all(np.isfinite(r)):
+        raise ValueError(f"rewards must be a non-empty finite 1-D array, got {r!r}")
+    start = (1.0 - kl_coef) * float(r.mean())
+    with torch.no_grad():
+        value_model.head.weight.zero_()
+        value_model.head.bias.fill_(start)
+    return start
+
+
 # --------------------------------------------------------------------------------------------
 # batching
 

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from agents.postprocess import PostprocessedReward, get_postprocessor
-from agents.reinforce import StepStats, ValueModel, reinforce_step
+from agents.reinforce import StepStats, ValueModel, init_value_baseline, reinforce_step
 from agents.rollout import collect_episodes
 
 __all__ = [
@@ -73,6 +73,10 @@ CHECKPOINT = "checkpoint"
 #: Config fields that may change when resuming without a warning.
 RESUMABLE_CHANGES = frozenset({"steps", "resume", "checkpoint_every", "threads", "progress",
                                "out_dir", "device"})
+
+
+#: Accepted ``TrainConfig.value_init`` values.
+VALUE_INITS: tuple[str, ...] = ("first-batch", "zero")
 
 
 @dataclass
@@ -107,6 +111,10 @@ class TrainConfig:
         threads: ``torch.set_num_threads`` (also the judge's threads); None: unchanged.
         postprocess: ``"none"``, ``"strip-trailing-punctuation"`` or a callable ``str -> str``
             applied to completions before the reward sees them (:mod:`agents.postprocess`).
+        value_init: ``"first-batch"`` (default) starts the value baseline at the first
+            batch's mean return (:func:`agents.reinforce.init_value_baseline`); ``"zero"``
+            starts it at 0 (the head's zero init), which makes the baseline lag for tens of
+            updates when rewards are far from 0.
         max_grad_norm: clip each model's gradient norm (None: no clipping).
         weight_decay: AdamW weight decay of both optimizers.
         dtype: parameter dtype of the trained models.
@@ -141,6 +149,7 @@ class TrainConfig:
     threads: int | None = None
     postprocess: Any = "none"
     max_grad_norm: float | None = 1.0
+    value_init: str = "first-batch"
     weight_decay: float = 0.0
     dtype: str = "float32"
     device: str = "cpu"
@@ -168,6 +177,8 @@ class TrainConfig:
         for name in ("lr", "value_lr"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.value_init not in VALUE_INITS:
+            raise ValueError(f"value_init must be one of {VALUE_INITS}, got {self.value_init!r}")
         get_postprocessor(self.postprocess)  # fail early on an unknown name
 
     def to_json(self) -> dict[str, Any]:
@@ -608,6 +619,8 @@ def train(config: TrainConfig,
                 reset_options={"index": schedule.indices(step, config.batch_size)},
             )
             t1 = time.perf_counter()
+            if step == 0 and config.value_init == "first-batch":
+                init_value_baseline(value_model, batch.rewards, config.kl_coef)
             stats = reinforce_step(
                 policy, value_model, reference, policy_opt, value_opt,
                 batch.prompt_ids, batch.completion_ids, batch.rewards,

@@ -27,13 +27,9 @@ grows with the prompt length beyond the forward pass itself.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,44 +39,17 @@ import numpy as np  # noqa: E402
 
 from rewards.direct import DirectScores, direct_scores  # noqa: E402
 from rewards.judges import Judge  # noqa: E402
+from rewards.judges.llamacpp_server import (  # noqa: E402
+    INSTALL_HINT,
+    LlamaCppServer,
+    missing_server_modules,
+)
 from rlaif_gym.data import format_tldr_post, load_tldr_posts  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stats import pearson, spearman  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
-                  "pydantic_settings")
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties get their average rank (as scipy.stats.rankdata)."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(1, len(x) + 1)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    return pearson(rankdata(a), rankdata(b))
-
-
-# --------------------------------------------------------------------------- server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gguf_for(spec: str) -> Path:
@@ -90,43 +59,6 @@ def gguf_for(spec: str) -> Path:
     from rlaif_gym.models import packaged_gguf_path
 
     return packaged_gguf_path(spec)
-
-
-def start_server(gguf: Path, alias: str, port: int, threads: int, n_ctx: int,
-                 log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
-           "--host", "127.0.0.1", "--port", str(port), "--logits_all", "true",
-           "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-           "--model_alias", alias, "--verbose", "false"]
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None, log: Path | None,
-               timeout: float) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log else ""
-            raise SystemExit(f"llama_cpp.server exited with {proc.returncode}:\n{tail}")
-        try:
-            if requests.get(url + "/v1/models", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{url} not ready after {timeout:.0f} s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=20)
 
 
 # --------------------------------------------------------------------------- runs
@@ -145,22 +77,19 @@ def run_llamacpp(args: argparse.Namespace, contexts: list[str], responses: list[
                  tokenizer: object) -> tuple[DirectScores, float, dict]:
     from rewards.judges.openai_judge import OpenAIJudge
 
-    proc, info = None, {}
+    server, info = None, {}
     url = args.server_url
     if url is None:
-        missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+        missing = missing_server_modules()
         if missing:
             raise SystemExit(f"llama-cpp-python server not installed (missing {missing}): "
-                             "pip install 'llama-cpp-python[server]==0.3.36'")
+                             f"{INSTALL_HINT}")
         gguf = gguf_for(args.judge)
-        port = args.port or free_port()
-        log = Path(tempfile.mkdtemp(prefix="llamacpp-")) / "server.log"
-        start = time.perf_counter()
-        proc = start_server(gguf, args.judge, port, args.threads, args.n_ctx, log)
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, proc, log, args.start_timeout)
-        info = {"gguf": str(gguf), "server_start_s": round(time.perf_counter() - start, 2),
-                "server_log": str(log)}
+        server = LlamaCppServer(gguf, alias=args.judge, threads=args.threads, n_ctx=args.n_ctx,
+                                port=args.port, timeout=args.start_timeout).start()
+        url = server.url
+        info = {"gguf": str(gguf), "server_start_s": round(server.start_seconds, 2),
+                "server_log": str(server.log)}
     try:
         judge = OpenAIJudge(tokenizer, url, model=args.judge, server="llamacpp",
                             top_logprobs=args.top_logprobs, max_concurrency=args.concurrency,
@@ -168,8 +97,8 @@ def run_llamacpp(args: argparse.Namespace, contexts: list[str], responses: list[
         with judge:
             scores, seconds = timed_scores(judge, contexts, responses, args.batch_size)
     finally:
-        if proc is not None:
-            stop_server(proc)
+        if server is not None:
+            server.stop()
     return scores, seconds, {"url": url, **info}
 
 

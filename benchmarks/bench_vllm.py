@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,27 +46,8 @@ from rlaif_gym.data import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties get their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    ranks[order] = np.arange(1, len(x) + 1)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    return pearson(rankdata(a), rankdata(b))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stats import pearson, spearman  # noqa: E402
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

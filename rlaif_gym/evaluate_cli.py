@@ -192,6 +192,24 @@ def _gen_key(policy: PolicyRef, task: str, settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def _read_json_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _add_work(previous: dict[str, Any] | None, summary: dict[str, Any]) -> dict[str, float]:
+    """Seconds and units of generation/judging summed over every call that wrote ``OUT``
+    (a resumed call adds only what it did itself), for per-unit costs."""
+    wall, done = summary["wall_time_s"], summary["work_done"]
+    total = {"generation_s": wall["generation"], "judging_s": wall["judging"],
+             "completions_sampled": done["completions_sampled"],
+             "judgments_made": done["judgments_made"]}
+    before = (previous or {}).get("work_total") or {}
+    return {k: v + before.get(k, 0) for k, v in total.items()}
+
+
 def generate_completions(policy: PolicyRef, task: str, prompts: Sequence[Any], *,
                          max_new_tokens: int, max_prompt_tokens: int, temperature: float,
                          seed: int, batch_size: int, device: str = "cpu",
@@ -329,6 +347,7 @@ def run_evaluation(
     # ---- completions (cached per policy)
     cached = _read_jsonl(out / COMPLETIONS_FILE)
     completions: dict[str, list[dict[str, Any]]] = {}
+    n_sampled = 0  # completions sampled in this call (not reused from the cache)
     for policy in policies:
         key = _gen_key(policy, task, settings)
         rows = [r for r in cached if r.get("policy") == policy.name and r.get("gen_key") == key]
@@ -344,6 +363,7 @@ def run_evaluation(
                      "prompt": prompts[row["index"]].text}
                     for row in generate_completions(policy, task, prompts, device="cpu",
                                                     log=log, **settings)]
+            n_sampled += len(rows)
         completions[policy.name] = rows
         # keep the cached lines of policies not (yet) handled in this run
         others = [r for r in cached if r.get("policy") not in completions]
@@ -437,7 +457,10 @@ def run_evaluation(
                "evaluation": str(out / EVALUATION_FILE), "plot": str(out / PLOT_FILE)},
         wall_time_s={"generation": t_generated - t_start, "judging": t_judged - t_generated,
                      "total": time.perf_counter() - t_start},
+        # what this call did in that time (cached completions and judgments cost nothing)
+        work_done={"completions_sampled": n_sampled, "judgments_made": n_todo},
     )
+    summary["work_total"] = _add_work(_read_json_or_none(out / EVALUATION_FILE), summary)
     plot_win_rates(summary, out / PLOT_FILE)
     tmp = out / (EVALUATION_FILE + ".tmp")
     tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")

@@ -126,18 +126,19 @@ PAPER_LEFT_OUT: tuple[str, ...] = (
 #: :data:`SIZING_NOTE`).
 FULL: dict[str, Any] = {
     "judge": "qwen2.5-coder-1.5b-instruct",
+    "direct_judge": "qwen2.5-coder-0.5b-instruct",
     "labelers": ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"),
     "alignment_prompts": ("base", "detailed"),
-    "n_train_pairs": 200,
+    "n_train_pairs": 120,
     "rm_epochs": 1,
     "rm_batch_size": 8,
-    "rm_max_length": 384,
+    "rm_max_length": 320,
     "rm_eval_pairs": 0,
-    "rl_steps": 30,
+    "rl_steps": 24,
     "rl_batch_size": 8,
     "max_new_tokens": 48,
     "max_prompt_tokens": 384,
-    "eval_n": 100,
+    "eval_n": 64,
     "eval_batch_size": 16,
     "bootstrap": 1000,
 }
@@ -159,6 +160,7 @@ SIZING_NOTE = (
 #: Defaults of ``--quick`` (minutes with the real models, seconds with tiny-random).
 QUICK: dict[str, Any] = {
     "judge": "qwen2.5-coder-0.5b-instruct",
+    "direct_judge": "qwen2.5-coder-0.5b-instruct",
     "labelers": (),
     "alignment_prompts": ("base",),
     "n_train_pairs": 8,
@@ -857,14 +859,19 @@ def _rates(state: dict[str, Any], out: Path, config: ReproduceConfig,
     if steps:
         tokens = config.rl_batch_size * config.max_new_tokens
         rates["rl_s_per_episode_token"] = sum(r["time"] for r in steps) / len(steps) / tokens
-    wall = summary.get("wall_time_s", {})
-    n_judged = len(summary["comparisons"]) * summary["n_prompts"]
-    if wall.get("judging") and n_judged:
-        rates["judge_s_per_comparison"] = wall["judging"] / n_judged
-    n_generated = len(summary["policies"]) * summary["n_prompts"]
-    if wall.get("generation") and n_generated:
-        rates["gen_s_per_completion_token"] = wall["generation"] / n_generated / \
-            config.max_new_tokens
+    # per-unit costs from the work the evaluate calls did themselves, summed over calls
+    # (a resumed call that reuses cached completions or judgments spends ~no time on them)
+    work = summary.get("work_total")
+    if work is None:  # written before work_total existed: one fresh call did everything
+        wall = summary.get("wall_time_s", {})
+        work = {"judging_s": wall.get("judging"), "generation_s": wall.get("generation"),
+                "judgments_made": len(summary["comparisons"]) * summary["n_prompts"],
+                "completions_sampled": len(summary["policies"]) * summary["n_prompts"]}
+    if work.get("judging_s") and work.get("judgments_made"):
+        rates["judge_s_per_comparison"] = work["judging_s"] / work["judgments_made"]
+    if work.get("generation_s") and work.get("completions_sampled"):
+        rates["gen_s_per_completion_token"] = work["generation_s"] / \
+            work["completions_sampled"] / config.max_new_tokens
     stages = state["stages"]
     pairs = max(1, int(_read_json(out / "data" / "data.json")["train_pairs_used"]))
     jobs = 1 if config.labels_from else len(dict.fromkeys(
@@ -958,8 +965,12 @@ def write_report(config: ReproduceConfig, out: Path) -> Path:
         ". **RLAIF**, **RLHF**, **d-RLAIF** = REINFORCE with KL "
         f"control from that policy for {config.rl_steps} steps of {config.rl_batch_size} "
         f"episodes (lr {config.lr}, beta {config.kl_coef}, temperature {config.temperature}, "
-        f"{config.max_new_tokens} new tokens), rewarded by the AI-RM, the human-RM, or the "
-        f"judge `{config.direct_judge}` scoring directly (d-RLAIF).\n"
+        f"{config.max_new_tokens} new tokens; a learned value baseline, a copy of the "
+        "policy with a scalar head, started at the first batch's mean return), rewarded by "
+        f"the AI-RM, the human-RM, or the judge `{config.direct_judge}` scoring directly "
+        "(d-RLAIF)" + (f", a smaller judge than the labeler `{config.judge}` because it "
+                       "scores every RL episode" if config.direct_judge != config.judge
+                       else "") + ".\n"
         f"- RMs: `{config.rm_base}` with a scalar head, {config.rm_epochs} epoch(s) on the "
         f"same {data['train_pairs_used']} train-side comparisons: AI soft labels from "
         f"`{config.judge}` (base preamble, 0-shot, both orders) vs the human choices.\n"
@@ -1038,7 +1049,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", default=None,
                    help=f"labeler and evaluation judge (default {FULL['judge']}, "
                         f"quick {QUICK['judge']})")
-    p.add_argument("--direct-judge", default=None, help="d-RLAIF judge (default: --judge)")
+    p.add_argument("--direct-judge", default=None,
+                   help=f"d-RLAIF reward judge (default {FULL['direct_judge']}, the cheaper "
+                        "judge, since it scores every RL episode; --judge when --judge is given)")
     p.add_argument("--rm-base", default=None, help="reward-model backbone (default: --policy)")
     p.add_argument("--labelers", default=None,
                    help="comma-separated extra labelers for Tables 3-4 (default: "
@@ -1086,7 +1099,8 @@ def config_from_args(args: argparse.Namespace, argv_text: str = "") -> Reproduce
     out = args.out or ("reports/reproduce-quick" if args.quick else "reports/reproduce")
     return ReproduceConfig(
         out=out, quick=args.quick, data_dir=args.data_dir, source=args.source,
-        policy=args.policy, judge=args.judge or base["judge"], direct_judge=args.direct_judge,
+        policy=args.policy, judge=args.judge or base["judge"],
+        direct_judge=args.direct_judge or (base["direct_judge"] if args.judge is None else None),
         rm_base=args.rm_base, labelers=split_list(args.labelers, base["labelers"]),
         alignment_prompts=split_list(args.alignment_prompts, base["alignment_prompts"]),
         labels_from=args.labels_from, n_train_pairs=pick("n_train_pairs"),

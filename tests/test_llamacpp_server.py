@@ -18,63 +18,30 @@ max <= 1.0. For scale, bf16 vs float32 in transformers alone moves soft labels b
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rewards.judges.llamacpp_server import INSTALL_HINT, LlamaCppServer, missing_server_modules
+
 pytestmark = pytest.mark.slow
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
-SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context",
-                  "pydantic_settings")
 START_TIMEOUT_S = 300.0
 TOP_LOGPROBS = 1000  # llama.cpp's top-N is uncapped; the digits must be inside it
 LABEL_TOL = (0.05, 0.15)  # (mean, max) |soft label difference|
 SCORE_TOL = (0.3, 1.0)  # (mean, max) |expected score difference|
 
 
-def _missing_modules() -> list[str]:
-    return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n"
-                        f"{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if requests.get(url + "/v1/models", timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"llama_cpp.server not ready after {timeout:.0f} s:\n"
-                f"{log.read_text(errors='replace')[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def gguf_path() -> Path:
-    missing = _missing_modules()
+    missing = missing_server_modules()
     if missing:
         pytest.skip(f"llama-cpp-python server not installed (missing {', '.join(missing)}): "
-                    "pip install 'llama-cpp-python[server]==0.3.36'")
+                    f"{INSTALL_HINT}")
     from rlaif_gym.models import ChecksumError, MissingWeightsError, packaged_gguf_path
 
     try:
@@ -85,26 +52,10 @@ def gguf_path() -> Path:
 
 @pytest.fixture(scope="module")
 def llamacpp_url(gguf_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
     log = tmp_path_factory.mktemp("llamacpp") / "server.log"
-    threads = str(min(2, os.cpu_count() or 1))
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path),
-           "--host", "127.0.0.1", "--port", str(port), "--logits_all", "true",
-           "--n_ctx", "4096", "--n_threads", threads, "--n_threads_batch", threads,
-           "--model_alias", MODEL, "--verbose", "false"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc, log, START_TIMEOUT_S)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+    with LlamaCppServer(gguf_path, alias=MODEL, threads=min(2, os.cpu_count() or 1),
+                        log=log, timeout=START_TIMEOUT_S) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

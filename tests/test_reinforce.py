@@ -18,6 +18,7 @@ from agents.postprocess import (
 from agents.reinforce import (
     ValueModel,
     completion_logits,
+    init_value_baseline,
     kl_penalized_reward,
     pack_episodes,
     reinforce_losses,
@@ -162,6 +163,18 @@ def test_value_model_copies_the_policy_backbone_and_starts_at_zero():
     ids = torch.tensor([[5, 6, 7]])
     values = value_model(ids, torch.ones_like(ids), torch.arange(3)[None])
     assert values.shape == (1, 3) and torch.count_nonzero(values) == 0
+
+
+def test_init_value_baseline_makes_every_state_worth_the_mean_return():
+    value_model = ValueModel.from_policy(make_tiny_causal_lm())
+    start = init_value_baseline(value_model, np.array([0.2, 0.6]), kl_coef=0.1)
+    assert start == pytest.approx(0.9 * 0.4)
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    values = value_model(ids, torch.ones_like(ids), torch.arange(3).expand(2, 3))
+    assert torch.allclose(values, torch.full((2, 3), 0.36))
+    for bad in (np.array([]), np.array([0.1, float("nan")]), np.ones((2, 2))):
+        with pytest.raises(ValueError, match="rewards"):
+            init_value_baseline(value_model, bad, kl_coef=0.1)
 
 
 def test_packed_forward_log_probs_match_the_rollout_sampling_log_probs():

@@ -66,7 +66,8 @@ def test_training_on_a_toy_reward_increases_the_mean_reward(tmp_path):
     rewards = [row["reward"] for row in result.metrics]
     assert len(rewards) == 30
     first, last = np.mean(rewards[:5]), np.mean(rewards[-5:])
-    assert last > first + 0.08, (first, last, rewards)
+    # gains over seeds 0-3 with either value_init: 0.07-0.27 (reward of the random model ~0.1)
+    assert last > first + 0.05, (first, last, rewards)
 
 
 def test_metrics_csv_curves_and_checkpoint_are_written(tmp_path):
@@ -146,6 +147,32 @@ def test_bad_config_values_are_rejected(tmp_path):
         tiny_config(tmp_path, batch_size=0)
     with pytest.raises(ValueError, match="postprocess"):
         tiny_config(tmp_path, postprocess="shout")
+    with pytest.raises(ValueError, match="value_init"):
+        tiny_config(tmp_path, value_init="ones")
+
+
+class Constant:
+    """Toy reward: the same score for every completion."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __call__(self, prompts, completions):
+        return [self.value] * len(completions)
+
+
+@pytest.mark.parametrize("value_init", ["first-batch", "zero"])
+def test_value_baseline_starts_at_the_first_batch_mean_return_unless_zero(tmp_path, value_init):
+    config = tiny_config(tmp_path / value_init, reward=Constant(0.8), steps=1, kl_coef=0.05,
+                         value_init=value_init)
+    first = train(config).metrics[0]
+    # value_mean is measured before the first optimiser step: exactly the starting baseline
+    expected = (1 - 0.05) * 0.8 if value_init == "first-batch" else 0.0
+    assert first["value_mean"] == pytest.approx(expected, abs=1e-6)
+    if value_init == "first-batch":  # advantage = R - V = 0: no policy gradient at all
+        assert first["pg_loss"] == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert first["pg_loss"] != pytest.approx(0.0, abs=1e-3)
 
 
 def test_train_and_sample_cli_on_the_tiny_model(tmp_path, capsys):
