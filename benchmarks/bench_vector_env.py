@@ -77,12 +77,17 @@ def run(envs, actions: np.ndarray, seed: int, clock=time.perf_counter) -> tuple[
     """Seconds (of ``clock``) to step through ``actions`` after a seeded reset; episodes
     ended."""
     envs.reset(seed=seed)
-    ended = 0
+    flags: list[np.ndarray] = [None] * len(actions)  # type: ignore[list-item]
     start = clock()
-    for batch in actions:
-        _, _, terminated, _, _ = envs.step(batch)
-        ended += int(terminated.sum())
-    return clock() - start, ended
+    for i, batch in enumerate(actions):
+        flags[i] = envs.step(batch)[2]
+    seconds = clock() - start
+    # episodes are counted outside the timed loop (summing inside it cost ~1 us per vector
+    # step: 8% of the native env's time, 0.5% of SyncVectorEnv's)
+    if len({id(f) for f in flags}) != len(flags):
+        raise RuntimeError("the env returned the same terminated array twice: cannot count "
+                           "episodes after the loop")
+    return seconds, int(sum(int(f.sum()) for f in flags))
 
 
 def main() -> None:

@@ -522,13 +522,25 @@ class EpisodeCore:
         :func:`completion_decoder`; all episodes in one batched decode) and, per episode,
         whether it ended with a stop token.
         """
+        bodies, stopped = self.split_generated(generated)
+        return self.decode_bodies(bodies), stopped
+
+    def split_generated(self, generated: Sequence[np.ndarray]
+                        ) -> tuple[list[np.ndarray], list[bool]]:
+        """Per episode, its generated ids without a final stop token (a view) and whether
+        there was one."""
         is_stop = self.is_stop
         stopped = [ids.size > 0 and bool(is_stop[ids[-1]]) for ids in generated]
         bodies = [ids[:-1] if stop else ids for ids, stop in zip(generated, stopped, strict=True)]
+        return bodies, stopped
+
+    def decode_bodies(self, bodies: Sequence[np.ndarray]) -> list[str]:
+        """``tokenizer.decode(ids, skip_special_tokens=True)`` of each id array (see
+        :func:`completion_decoder`; several arrays in one batched decode)."""
         decode = self.decode_completion
         if len(bodies) > 1 and hasattr(decode, "batch"):
-            return decode.batch(bodies), stopped
-        return [decode(ids) for ids in bodies], stopped
+            return decode.batch(bodies)
+        return [decode(ids) for ids in bodies]
 
     def finish(
         self, indices: Sequence[int], generated: Sequence[np.ndarray]
@@ -549,7 +561,22 @@ class EpisodeCore:
             details with more than one dimension; a name that clashes with the keys above
             gets the prefix ``reward_``).
         """
-        completions, stopped = self.decode_completions(generated)
+        bodies, stopped = self.split_generated(generated)
+        return self.finish_split(indices, bodies, stopped, [int(g.size) for g in generated])
+
+    def finish_split(
+        self,
+        indices: Sequence[int],
+        bodies: Sequence[np.ndarray],
+        stopped: Sequence[bool],
+        completion_lengths: Sequence[int],
+    ) -> tuple[np.ndarray, dict[str, list[Any]]]:
+        """:meth:`finish` with each episode's generated ids already split by the caller
+        (the vector env does it for all episodes at once): ``bodies[k]`` are the ids
+        without the final stop token, ``stopped[k]`` (bool) whether there was one and
+        ``completion_lengths[k]`` (int) the number of generated ids, stop token included.
+        Same return value as :meth:`finish`."""
+        completions = self.decode_bodies(bodies)
         prompts = [self.prompts[i].text for i in indices]
         out = self.reward_fn(prompts, completions)
         columns: dict[str, list[Any]] = {
@@ -557,7 +584,7 @@ class EpisodeCore:
             "completion": completions,
             "prompt_index": [int(i) for i in indices],
             "length_limit": [not s for s in stopped],
-            "completion_length": [int(g.size) for g in generated],
+            "completion_length": [int(n) for n in completion_lengths],
         }
         for key, values in out.details.items():
             name = f"reward_{key}" if key in columns else key

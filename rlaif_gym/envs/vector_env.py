@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["TextGenerationVectorEnv"]
 
 
+_INT64 = np.dtype(np.int64)
+_UINT64 = np.dtype(np.uint64)
+
 _SCALAR_DTYPES = {int: np.dtype(int), float: np.dtype(float), bool: np.dtype(bool)}
 
 #: From this many sub-envs on, per-sub-env work (resets, info columns) is done with one NumPy
@@ -149,6 +152,10 @@ class TextGenerationVectorEnv(VectorEnv):
         self._flat_tokens = self._tokens.reshape(-1)  # a view: row i starts at i * max_len
         self._row_starts = self._rows * core.max_len
         self._ones = np.ones(n, dtype=np.int64)
+        self._is_stop = core.is_stop
+        self._vocab_size = core.vocab_size
+        #: fast steps until a running sub-env may reach its length limit (a lower bound)
+        self._steps_to_limit = 0
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._started = False
 
@@ -276,15 +283,17 @@ class TextGenerationVectorEnv(VectorEnv):
                 mask = self._no_envs.copy()
             else:
                 mask = infos[mask_key]
-            if where is None or array.dtype.kind == "O":
-                # few rows, or strings/dicts: one by one, as _add_info stores them
+            if where is None:  # few rows: one by one, as _add_info stores them
                 for i, value in zip(rows, values, strict=True):
                     array[i] = value
                     mask[i] = True
-            else:  # numbers or same-shape arrays: one assignment (same casts as one by one)
+            else:
                 if len(values) != len(rows):
                     raise ValueError(f"info {key!r}: {len(values)} values for {len(rows)} envs")
-                array[where] = values
+                if array.dtype.kind == "O":  # strings, dicts, arrays: stored as the objects
+                    array[where] = np.fromiter(values, dtype=object, count=len(values))
+                else:  # numbers or same-shape arrays: one assignment (same casts as one by one)
+                    array[where] = values
                 mask[where] = True
             infos[key] = array
             infos[mask_key] = mask
@@ -322,6 +331,7 @@ class TextGenerationVectorEnv(VectorEnv):
         reset = set(rows)
         self._pending = [i for i in self._pending if i not in reset]
         self._started = True
+        self._update_steps_to_limit()
         return self._obs(), infos
 
     def _reset_mask(self, mask: object) -> np.ndarray:
@@ -355,24 +365,42 @@ class TextGenerationVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("step() called before reset()")
         n = self.num_envs
-        acts = self.core.check_actions(actions, n)
+        if type(actions) is np.ndarray and actions.dtype is _INT64 and actions.shape == (n,):
+            # valid int64 ids: the largest one seen as unsigned (negative ids wrap to huge
+            # values) is in the vocabulary; anything else gets check_actions' error
+            unsigned = actions.view(_UINT64)
+            if unsigned[unsigned.argmax()] < self._vocab_size:
+                acts = actions
+            else:
+                acts = self.core.check_actions(actions, n)
+        else:
+            acts = self.core.check_actions(actions, n)
         if self._pending:
             return self._step_with_ended_envs(acts)
         # fast path: every sub-env is running
         lengths = self._lengths
         self._flat_tokens[self._row_starts + lengths] = acts
         lengths += self._ones  # an array operand is faster than the scalar 1
-        ended = self.core.is_stop[acts]
-        ended |= lengths >= self._end_lengths
+        ended = self._is_stop[acts]
+        self._steps_to_limit -= 1
+        if self._steps_to_limit <= 0:  # some sub-env may have reached its length limit
+            ended |= lengths >= self._end_lengths
         rewards = np.zeros(n, dtype=np.float64)
         infos: dict[str, Any] = {}
-        if np.count_nonzero(ended):
-            rows = ended.nonzero()[0].tolist()
-            infos = self._finish(rows, rewards, infos)
+        rows = ended.nonzero()[0]
+        if rows.size:
+            infos = self._finish(rows.tolist(), rewards, infos)
             if self.autoreset_mode != AutoresetMode.SAME_STEP:
-                self._pending = rows
+                self._pending = rows.tolist()
+            self._update_steps_to_limit()
         obs = {"tokens": self._tokens.copy(), "length": lengths.copy()}
         return obs, rewards, ended, np.zeros(n, dtype=bool), infos
+
+    def _update_steps_to_limit(self) -> None:
+        """Recompute :attr:`_steps_to_limit`, a lower bound on the steps before a running
+        sub-env reaches its length limit (the fast path of :meth:`step` compares lengths
+        with the limits only once it reaches 0). Called whenever rows are reset or end."""
+        self._steps_to_limit = int((self._end_lengths - self._lengths).min())
 
     def _step_with_ended_envs(
         self, acts: np.ndarray
@@ -392,9 +420,9 @@ class TextGenerationVectorEnv(VectorEnv):
             saved_tokens = self._tokens[frozen, lengths[frozen]].copy()
         else:
             lengths[pending] = 0
-        self._tokens[self._rows, lengths] = acts
-        lengths += 1
-        ended = self.core.is_stop[acts]
+        self._flat_tokens[self._row_starts + lengths] = acts
+        lengths += self._ones
+        ended = self._is_stop[acts]
         ended |= lengths >= self._end_lengths
         infos: dict[str, Any] = {}
         if frozen:  # DISABLED: ended sub-envs ignore their action until reset by mask
@@ -412,23 +440,39 @@ class TextGenerationVectorEnv(VectorEnv):
                 self._pending = sorted(set(rows) | set(frozen))
         else:
             self._pending = list(frozen)
+        self._update_steps_to_limit()
         return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
 
     def _finish(self, rows: list[int], rewards: np.ndarray, infos: dict[str, Any]
                 ) -> dict[str, Any]:
         """Score the episodes of sub-envs ``rows`` (one reward call), write their rewards
         and add their final infos (and, in SAME_STEP mode, reset them)."""
-        tokens = self._tokens
         if len(rows) >= _MANY_ROWS:
             where = np.array(rows, dtype=np.intp)
-            starts, stops = self._prompt_lengths[where].tolist(), self._lengths[where].tolist()
+            prompt_lengths, lengths = self._prompt_lengths[where], self._lengths[where]
+            row_starts = self._row_starts[where]
+            last = row_starts + lengths - 1  # flat position of each episode's last token
+            stopped_array = self._is_stop[self._flat_tokens[last]]
+            starts = (row_starts + prompt_lengths).tolist()
+            stops = (last + 1 - stopped_array).tolist()  # a final stop token excluded
+            stopped = stopped_array.tolist()
+            sizes = (lengths - prompt_lengths).tolist()
             indices = self._indices[where].tolist()
         else:
-            starts = [int(self._prompt_lengths[i]) for i in rows]
-            stops = [int(self._lengths[i]) for i in rows]
-            indices = [int(self._indices[i]) for i in rows]
-        generated = [tokens[i, a:b] for i, a, b in zip(rows, starts, stops, strict=True)]
-        scores, columns = self.core.finish(indices, generated)
+            is_stop, width = self._is_stop, self.core.max_len
+            starts, stops, stopped, sizes, indices = [], [], [], [], []
+            for i in rows:
+                start, length = i * width, int(self._lengths[i])
+                prompt_length = int(self._prompt_lengths[i])
+                stop = bool(is_stop[self._tokens[i, length - 1]])
+                starts.append(start + prompt_length)
+                stops.append(start + length - stop)
+                stopped.append(stop)
+                sizes.append(length - prompt_length)
+                indices.append(int(self._indices[i]))
+        flat = self._flat_tokens
+        bodies = [flat[a:b] for a, b in zip(starts, stops, strict=True)]
+        scores, columns = self.core.finish_split(indices, bodies, stopped, sizes)
         rewards[rows] = scores
         if self.autoreset_mode != AutoresetMode.SAME_STEP:
             return self._merge_info(infos, rows, columns)
