@@ -16,6 +16,7 @@ so only stepping is timed.
 Run from the repo root::
 
     PYTHONPATH=. python benchmarks/bench_vector_env.py            # B=64, max_new_tokens=128
+    PYTHONPATH=. python benchmarks/bench_vector_env.py --no-copy  # both sides copy=False
 
 Prints env-steps/s (sub-env steps per second) of each, medians over ``--reps`` repetitions,
 and their ratio (also per repetition). ``--clock cpu`` times with this thread's CPU time
@@ -107,6 +108,10 @@ def main() -> None:
                         help="wall: time.perf_counter; cpu: time.thread_time (this thread's "
                              "CPU time, steadier when other jobs share the CPU)")
     parser.add_argument("--profile", action="store_true", help="cProfile the native env")
+    parser.add_argument("--no-copy", action="store_true",
+                        help="observations without copies on BOTH sides: the native env's "
+                             "copy=False (read-only views of its buffers) and "
+                             "SyncVectorEnv(copy=False) / make_vec vector_kwargs copy=False")
     args = parser.parse_args()
 
     tokenizer, policy = load_policy_tokenizer(args.policy)
@@ -116,16 +121,17 @@ def main() -> None:
                   max_new_tokens=args.max_new_tokens)
     env_id = TASK_ENV_IDS[args.task]
     make_kwargs = {k: v for k, v in kwargs.items() if k != "task"}
+    copy = not args.no_copy
     native = gym.make_vec(env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point",
-                          **make_kwargs)
+                          copy=copy, **make_kwargs)
     assert isinstance(native, TextGenerationVectorEnv)
     core = native.core
     for index in range(len(core.prompts)):  # warm the shared prompt cache
         core.prompt_ids(index)
     singles = [TextGenerationEnv(**kwargs) for _ in range(args.num_envs)]
-    sync = SyncVectorEnv([lambda env=env: env for env in singles])
+    sync = SyncVectorEnv([lambda env=env: env for env in singles], copy=copy)
     sync_make_vec = gym.make_vec(env_id, num_envs=args.num_envs, vectorization_mode="sync",
-                                 **make_kwargs)
+                                 vector_kwargs={"copy": copy}, **make_kwargs)
     for env in [*singles, *(e.unwrapped for e in sync_make_vec.envs)]:
         env.core._prompt_cache = core._prompt_cache
     contenders = {"native": native, "sync": sync, "sync-make_vec": sync_make_vec}
@@ -135,7 +141,7 @@ def main() -> None:
           f"{len(core.prompts)} prompts from {core.data_source}")
     print(f"B={args.num_envs}, max_new_tokens={args.max_new_tokens}, "
           f"max_prompt_tokens={args.max_prompt_tokens}, {args.steps} steps x {args.reps} reps, "
-          f"EOS prob {args.eos_prob}")
+          f"EOS prob {args.eos_prob}, copy observations: {copy}")
 
     if args.profile:
         import cProfile

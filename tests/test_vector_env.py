@@ -323,6 +323,27 @@ def test_returned_arrays_do_not_alias_the_env_state():
     assert info["_prompt_index"].tolist() == [True, False]
 
 
+@pytest.mark.parametrize("mode", list(AutoresetMode))
+def test_copy_false_returns_read_only_views_with_the_same_contents(mode):
+    copied, viewed = make_vec(3, autoreset_mode=mode), make_vec(3, autoreset_mode=mode, copy=False)
+    rng = np.random.default_rng(0)
+    obs_c, _ = copied.reset(seed=1)
+    obs_v, _ = viewed.reset(seed=1)
+    for _ in range(30):
+        assert data_equivalence(obs_c, obs_v)
+        with pytest.raises(ValueError, match="read-only"):
+            obs_v["tokens"][0, 0] = 1
+        held = obs_v["length"]
+        actions = random_actions(rng, 3, eos_prob=0.2)
+        obs_c, r_c, term_c, trunc_c, info_c = copied.step(actions)
+        obs_v, r_v, term_v, trunc_v, info_v = viewed.step(actions)
+        assert held is obs_v["length"]  # the same buffer, overwritten by the step
+        assert data_equivalence((r_c, term_c, trunc_c, info_c), (r_v, term_v, trunc_v, info_v))
+        if mode == AutoresetMode.DISABLED and term_c.any():
+            obs_c, _ = copied.reset(options={"reset_mask": term_c})
+            obs_v, _ = viewed.reset(options={"reset_mask": term_v})
+
+
 def test_render_returns_one_string_per_sub_env():
     native = make_vec(2, render_mode="ansi")
     native.reset(options={"index": [0, 5]})

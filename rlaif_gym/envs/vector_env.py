@@ -75,7 +75,10 @@ class TextGenerationVectorEnv(VectorEnv):
     """``num_envs`` text-generation episodes stepped together; actions ``(num_envs,)`` ints.
 
     Takes the keyword arguments of :class:`TextGenerationEnv` plus ``num_envs`` and
-    ``autoreset_mode`` (an :class:`~gymnasium.vector.AutoresetMode` or its string value).
+    ``autoreset_mode`` (an :class:`~gymnasium.vector.AutoresetMode` or its string value) and
+    ``copy`` (default True, as in ``SyncVectorEnv``: every observation is a fresh array;
+    False returns read-only views of the env's buffers that the next ``step``/``reset``
+    overwrites, for callers that consume an observation before stepping again).
 
     Observation: ``{"tokens": int64 (num_envs, max_len), "length": int64 (num_envs,)}``.
     """
@@ -104,6 +107,7 @@ class TextGenerationVectorEnv(VectorEnv):
         render_mode: str | None = None,
         prompts: Sequence[PromptRecord] | None = None,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
         **reward_kwargs: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or (
@@ -158,6 +162,13 @@ class TextGenerationVectorEnv(VectorEnv):
         self._steps_to_limit = 0
         self._rngs: list[np.random.Generator | None] = [None] * n
         self._started = False
+        #: like ``SyncVectorEnv(copy=...)``: False returns read-only views of the env's own
+        #: buffers, which the next step/reset overwrites (no 8 * num_envs * max_len byte copy)
+        self.copy = bool(copy)
+        self._tokens_view = self._tokens.view()
+        self._tokens_view.flags.writeable = False
+        self._lengths_view = self._lengths.view()
+        self._lengths_view.flags.writeable = False
 
     # convenience views of the core
     @property
@@ -175,7 +186,9 @@ class TextGenerationVectorEnv(VectorEnv):
     # -- helpers -----------------------------------------------------------------------------
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {"tokens": self._tokens.copy(), "length": self._lengths.copy()}
+        if self.copy:
+            return {"tokens": self._tokens.copy(), "length": self._lengths.copy()}
+        return {"tokens": self._tokens_view, "length": self._lengths_view}
 
     def _single_obs(self, i: int) -> dict[str, Any]:
         """Sub-env ``i``'s observation as :class:`TextGenerationEnv` returns it."""
@@ -393,7 +406,10 @@ class TextGenerationVectorEnv(VectorEnv):
             if self.autoreset_mode != AutoresetMode.SAME_STEP:
                 self._pending = rows.tolist()
             self._update_steps_to_limit()
-        obs = {"tokens": self._tokens.copy(), "length": lengths.copy()}
+        if self.copy:
+            obs = {"tokens": self._tokens.copy(), "length": lengths.copy()}
+        else:
+            obs = {"tokens": self._tokens_view, "length": self._lengths_view}
         return obs, rewards, ended, np.zeros(n, dtype=bool), infos
 
     def _update_steps_to_limit(self) -> None:
