@@ -374,7 +374,6 @@ class EpisodeCore:
             bad = [t for t in ids if not 0 <= t < self.vocab_size]
             if bad:
                 raise ValueError(f"{name} {bad} outside the vocabulary [0, {self.vocab_size})")
-        self._vocab_limit = np.array(self.vocab_size, dtype=np.uint64)  # 0-d: faster compare
         #: is_stop[token_id] -> bool, a lookup table for the hot path.
         self.is_stop = np.zeros(self.vocab_size, dtype=bool)
         self.is_stop[list(self.stop_token_ids)] = True
@@ -488,10 +487,13 @@ class EpisodeCore:
 
     def check_actions(self, actions: object, num_envs: int) -> np.ndarray:
         """A batch of actions as an int64 array of shape ``(num_envs,)``, or a ValueError."""
-        if (type(actions) is np.ndarray and actions.dtype is _INT64
-                and actions.shape == (num_envs,)
-                and not np.count_nonzero(actions.view(_UINT64) >= self._vocab_limit)):
-            return actions  # fast path: valid int64 ids (negative ids wrap to huge values)
+        if type(actions) is np.ndarray and actions.dtype is _INT64 and actions.shape == (
+                num_envs,):
+            # fast path: the largest id seen as unsigned (negative ids wrap to huge values)
+            # is in the vocabulary; anything else falls through to the checks that explain
+            unsigned = actions.view(_UINT64)
+            if unsigned[unsigned.argmax()] < self.vocab_size:
+                return actions
         arr = actions if type(actions) is np.ndarray else np.asarray(actions)
         if arr.shape != (num_envs,):
             raise ValueError(f"actions must have shape ({num_envs},), got {arr.shape}")
@@ -513,17 +515,6 @@ class EpisodeCore:
         return arr if arr.dtype == np.int64 else arr.astype(np.int64)
 
     # -- episode end -------------------------------------------------------------------------
-
-    def decode_completions(self, generated: Sequence[np.ndarray]
-                           ) -> tuple[list[str], list[bool]]:
-        """Decode generated token ids: special tokens skipped, a final stop token dropped.
-
-        Returns the completions (``tokenizer.decode(ids, skip_special_tokens=True)``, see
-        :func:`completion_decoder`; all episodes in one batched decode) and, per episode,
-        whether it ended with a stop token.
-        """
-        bodies, stopped = self.split_generated(generated)
-        return self.decode_bodies(bodies), stopped
 
     def split_generated(self, generated: Sequence[np.ndarray]
                         ) -> tuple[list[np.ndarray], list[bool]]:

@@ -47,9 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["TextGenerationVectorEnv"]
 
 
-_INT64 = np.dtype(np.int64)
-_UINT64 = np.dtype(np.uint64)
-
 _SCALAR_DTYPES = {int: np.dtype(int), float: np.dtype(float), bool: np.dtype(bool)}
 
 #: From this many sub-envs on, per-sub-env work (resets, info columns) is done with one NumPy
@@ -157,7 +154,6 @@ class TextGenerationVectorEnv(VectorEnv):
         self._row_starts = self._rows * core.max_len
         self._ones = np.ones(n, dtype=np.int64)
         self._is_stop = core.is_stop
-        self._vocab_size = core.vocab_size
         #: fast steps until a running sub-env may reach its length limit (a lower bound)
         self._steps_to_limit = 0
         self._rngs: list[np.random.Generator | None] = [None] * n
@@ -378,16 +374,7 @@ class TextGenerationVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("step() called before reset()")
         n = self.num_envs
-        if type(actions) is np.ndarray and actions.dtype is _INT64 and actions.shape == (n,):
-            # valid int64 ids: the largest one seen as unsigned (negative ids wrap to huge
-            # values) is in the vocabulary; anything else gets check_actions' error
-            unsigned = actions.view(_UINT64)
-            if unsigned[unsigned.argmax()] < self._vocab_size:
-                acts = actions
-            else:
-                acts = self.core.check_actions(actions, n)
-        else:
-            acts = self.core.check_actions(actions, n)
+        acts = self.core.check_actions(actions, n)
         if self._pending:
             return self._step_with_ended_envs(acts)
         # fast path: every sub-env is running
@@ -406,11 +393,7 @@ class TextGenerationVectorEnv(VectorEnv):
             if self.autoreset_mode != AutoresetMode.SAME_STEP:
                 self._pending = rows.tolist()
             self._update_steps_to_limit()
-        if self.copy:
-            obs = {"tokens": self._tokens.copy(), "length": lengths.copy()}
-        else:
-            obs = {"tokens": self._tokens_view, "length": self._lengths_view}
-        return obs, rewards, ended, np.zeros(n, dtype=bool), infos
+        return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
 
     def _update_steps_to_limit(self) -> None:
         """Recompute :attr:`_steps_to_limit`, a lower bound on the steps before a running
