@@ -14,10 +14,17 @@ Protocol (issue #3, the 75% goal for the 1.5B judge on TL;DR):
    z_acc (ties: fewer parameters, lower log-loss, order) is chosen and reported on the report
    half with its 95% Wilson interval and N. Every candidate's report-half z_acc is printed
    too, for transparency only: it is not used to choose.
-4. Selection "all pairs": label files covering every pair of both halves. Selection "common
+4. Selection "all pairs": label files covering every pair of the choosing half (a variant
+   may be labeled on the choosing half only, ``rlaif-gym label --ids
+   reports/tldr_hc_choose_ids_seed0.txt``; if it is chosen the script says so and asks for
+   its report half, ``--ids reports/tldr_hc_report_ids_seed0.txt``). Selection "common
    subset": every label file, restricted to the ids they all cover (e.g. the first 120
    pairs), on the same post split.
-5. ``--repeat R``: the "all pairs" selection is rerun on R other seeds (seed+1 .. seed+R) to
+5. ``--product A B`` (repeatable): one more label set, ``A x B``, the two files' labels
+   combined as independent evidence (per-order log-odds added,
+   :func:`rewards.calibration.product_records`, no parameter fit), e.g. a pairwise labeler
+   times the pointwise one. It is in the pool when both files are.
+6. ``--repeat R``: the "all pairs" selection is rerun on R other seeds (seed+1 .. seed+R) to
    show how much the chosen candidate and its report-half z_acc depend on the split.
 
 Writes ``--out`` (JSON: ids and numbers only, no pair text) and prints markdown tables.
@@ -47,6 +54,7 @@ from rewards.calibration import (  # noqa: E402
     ChooseReport,
     HalfScore,
     choose_and_report,
+    product_records,
     split_halves,
 )
 from rlaif_gym.data import load_preference_pairs  # noqa: E402
@@ -151,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--symmetric-only", action="store_true",
                         help="leave out methods with an offset (threshold, platt, logistic)")
+    parser.add_argument("--product", nargs=2, action="append", default=[],
+                        metavar=("A.jsonl", "B.jsonl"),
+                        help="add the label set 'A x B' (label file names; log-odds added)")
     parser.add_argument("--repeat", type=int, default=20,
                         help="rerun the all-pairs selection on this many other seeds")
     parser.add_argument("--out", default=str(REPO / "reports/calibration_choose_report.json"))
@@ -166,7 +177,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no {args.task} label files found in {args.labels}", file=sys.stderr)
         return 1
     pool = {n for n, i in info.items() if any(args.pool_judge in j for j in i["judges"])}
+    for a, b in args.product:
+        missing = [n for n in (a, b) if n not in sets]
+        if missing:
+            print(f"--product: no label set named {missing} (have {sorted(sets)})",
+                  file=sys.stderr)
+            return 1
+        name = f"{a} x {b}"
+        sets[name] = product_records(sets[a], sets[b])
+        info[name] = {"path": f"{info[a]['path']} x {info[b]['path']}",
+                      "n_labels": len(sets[name]),
+                      "labelers": [f"({x}) x ({y})" for x in info[a]["labelers"]
+                                   for y in info[b]["labelers"]],
+                      "judges": sorted(set(info[a]["judges"]) | set(info[b]["judges"]))}
+        if a in pool and b in pool:
+            pool.add(name)
     full = [n for n in sets if pair_ids <= {str(r["id"]) for r in sets[n]}]
+    covers_choose = [n for n in sets if set(choose_ids) <= {str(r["id"]) for r in sets[n]}]
     n_posts = len({p.context for p in pairs})
     print(f"{len(pairs)} {args.task} pairs ({len(pair_ids)} with a human choice), {n_posts} "
           f"posts; split by post, seed {args.seed}: choose {len(choose_ids)} pairs, report "
@@ -185,10 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         "label_sets": info, "pool": sorted(pool), "notes": notes, "selections": {},
     }
     selections = []
-    if full:
-        selections.append(("all pairs", full))
+    if covers_choose:
+        selections.append(("all pairs", covers_choose))
     subset = sorted(sets)
-    if subset != sorted(full):
+    if subset != sorted(covers_choose):
         selections.append(("common subset", subset))
     for title, names in selections:
         result = run_selection(sets, names, choose_ids, report_ids, methods, pool)
@@ -199,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         for note in result.notes:
             print(f"note: {note}")
         chosen = summary(result)
-        if chosen is not None:
+        if chosen is not None and result.chosen_candidate.report.n == 0:
+            print(f"\nChosen on the choose half: {chosen['source']} / {chosen['method']}, which "
+                  "has no label on the report half yet: label it with the same command and "
+                  f"--ids {REPO / 'reports/tldr_hc_report_ids_seed0.txt'} (seed 0), then rerun")
+        elif chosen is not None:
             print(f"\nChosen on the choose half: {chosen['source']} / {chosen['method']} -> "
                   f"report half z_acc {_cell(result.chosen_candidate.report)}; goal "
                   f"{_pct(GOAL)} {'reached' if chosen['reaches_goal'] else 'NOT reached'}")

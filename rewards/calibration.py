@@ -563,8 +563,12 @@ def choose_and_report(label_sets: Mapping[str, Iterable[object]], choose_ids: Se
                       pool: Iterable[str] | None = None) -> ChooseReport:
     """Fit every (label set x method) on the choosing half, choose the best there, score all.
 
-    Only ids that EVERY label set covers are used (so the candidates are compared on the
-    same pairs); give only the label sets that cover what you want to compare.
+    Only choosing-half ids that EVERY label set covers are used (so the candidates are
+    compared on the same pairs); give only the label sets that cover what you want to
+    compare. A label set with no label on the report half may still compete: labeling the
+    choosing half first tells whether a variant is worth labeling the report half for. Its
+    report score is then empty (``n = 0``); the report half is the ids covered by every
+    label set that has report labels.
 
     Args:
         label_sets: name -> labels (dicts or ``PreferenceLabel``), e.g. one per JSONL file.
@@ -592,8 +596,11 @@ def choose_and_report(label_sets: Mapping[str, Iterable[object]], choose_ids: Se
 
     data = {name: OrderData.from_records(list(records)) for name, records in label_sets.items()}
     covered = set.intersection(*(set(d.ids) for d in data.values()))
+    report_set = set(report_ids)
+    with_report = [set(d.ids) for d in data.values() if report_set & set(d.ids)]
+    covered_report = set.intersection(*with_report) if with_report else set()
     choose = tuple(i for i in choose_ids if i in covered)
-    report = tuple(i for i in report_ids if i in covered)
+    report = tuple(i for i in report_ids if i in covered_report)
     if not choose or not report:
         raise ValueError(f"the label sets together cover {len(choose)} choosing and "
                          f"{len(report)} report ids; both halves need some")
@@ -601,7 +608,9 @@ def choose_and_report(label_sets: Mapping[str, Iterable[object]], choose_ids: Se
     notes: list[str] = []
     candidates: list[Candidate] = []
     for name, full in data.items():
-        choose_data, report_data = full.subset(choose), full.subset(report)
+        own = set(full.ids)
+        choose_data = full.subset(choose)
+        report_data = full.subset([i for i in report if i in own])  # empty: none labeled
         for method in method_list:
             try:
                 fitted = method.fit(choose_data)
@@ -660,3 +669,44 @@ def calibrated_records(records: Iterable[Mapping[str, Any]],
         if fitted.method.name == "prior":
             record["p_order_ab"], record["p_order_ba"] = float(p_ab[k]), float(p_ba[k])
     return records
+
+
+def product_records(first: Iterable[Mapping[str, Any]], second: Iterable[Mapping[str, Any]]
+                    ) -> list[dict[str, Any]]:
+    """Combine two labelers of the same pairs as independent evidence (a product of experts,
+    naive Bayes with a flat prior): per order, their log-odds add::
+
+        p_ab = sigma(x_ab(first) + x_ab(second)),  p_ba = sigma(x_ba(first) + x_ba(second))
+        p_first = (p_ab + p_ba) / 2
+
+    No parameter is fit, so the combination may be chosen on one half and reported on the
+    other like any label set. Typical use: a pairwise labeler times the pointwise one
+    (``prompt="pointwise"``, whose two orders are equal). Only ids both cover are kept, in
+    ``first``'s order; the human fields come from ``first``, ``prompt``/``judge`` name both.
+
+    Raises:
+        ValueError: a missing or out-of-range per-order probability, or the two labelers
+            disagreeing on an id's human choice.
+    """
+    by_id = {str(r["id"]): r for r in second}
+    out = []
+    for a in first:
+        key = str(a["id"])
+        b = by_id.get(key)
+        if b is None:
+            continue
+        if a.get("human_choice") != b.get("human_choice"):
+            raise ValueError(f"label {key!r}: the two labelers disagree on the human choice "
+                             f"({a.get('human_choice')!r} vs {b.get('human_choice')!r})")
+        orders = []
+        for name in ("p_order_ab", "p_order_ba"):
+            x = sum(_logit(np.float64(_check_probability(r.get(name), name, key)))
+                    for r in (a, b))
+            orders.append(float(_sigmoid(x)))
+        record = dict(a)
+        record.update(p_order_ab=orders[0], p_order_ba=orders[1],
+                      p_first=(orders[0] + orders[1]) / 2.0,
+                      prompt=f"{a.get('prompt')} x {b.get('prompt')}",
+                      judge=f"{a.get('judge')} x {b.get('judge')}", rationales=None)
+        out.append(record)
+    return out

@@ -34,7 +34,7 @@ from rewards.alignment import alignment_report, format_table, read_labels_jsonl
 from rlaif_gym.cli import non_negative_int, positive_int
 
 TASKS: tuple[str, ...] = ("tldr", "helpful", "harmless")
-PROMPTS: tuple[str, ...] = ("base", "detailed")
+PROMPTS: tuple[str, ...] = ("base", "detailed", "pointwise")
 DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
 #: Label fields that must agree for labels to share one file.
 CONFIG_KEYS: tuple[str, ...] = ("task", "judge", "prompt", "cot", "shots")
@@ -107,9 +107,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--high-confidence", action="store_true",
                    help="keep only high-confidence human comparisons (TL;DR or pair files)")
     p.add_argument("--limit", type=positive_int, default=None, help="label the first N pairs")
+    p.add_argument("--ids", default=None, metavar="IDS.txt",
+                   help="label only the pairs whose id is listed in this file (one per line), "
+                        "e.g. the choosing half of benchmarks/choose_and_report.py")
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
                    help=f"judge model (default: {DEFAULT_JUDGE})")
-    p.add_argument("--prompt", default="base", choices=PROMPTS, help="preamble variant")
+    p.add_argument("--prompt", default="base", choices=PROMPTS,
+                   help="preamble variant, or pointwise: rate each response alone with the "
+                        "d-RLAIF score prompt, P(first) = sigmoid(score difference)")
     p.add_argument("--cot", action="store_true", help="elicit a chain-of-thought rationale")
     p.add_argument("--cot-max-tokens", type=positive_int, default=None,
                    help="rationale length limit with --cot (default: the labeler's)")
@@ -246,6 +251,19 @@ def label_to_record(label: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
+def read_ids(path: Path) -> set[str]:
+    """Pair ids from a text file, one per line (blank lines and ``#`` comments ignored).
+
+    Raises:
+        OSError: unreadable file. ValueError: no id in it.
+    """
+    ids = {line.strip() for line in path.read_text(encoding="utf-8").splitlines()}
+    ids = {i for i in ids if i and not i.startswith("#")}
+    if not ids:
+        raise ValueError("no pair id in the file")
+    return ids
+
+
 def _error(message: str) -> int:
     print(f"rlaif-gym label: error: {message}", file=sys.stderr)
     return 2
@@ -268,6 +286,17 @@ def run_label(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as exc:
         return _error(f"cannot load {args.task} pairs: {exc}")
 
+    if getattr(args, "ids", None) is not None:
+        try:
+            wanted = read_ids(Path(args.ids))
+        except (OSError, ValueError) as exc:
+            return _error(f"cannot read --ids {args.ids}: {exc}")
+        unknown = wanted - {str(p.id) for p in pairs}
+        if unknown:
+            return _error(f"--ids {args.ids}: {len(unknown)} ids are not among the "
+                          f"{len(pairs)} {args.task} pairs, e.g. {sorted(unknown)[:3]}")
+        pairs = [p for p in pairs if str(p.id) in wanted]
+
     from rewards.preference import pair_problem
 
     todo, seen, invalid = [], set(done), []
@@ -289,6 +318,9 @@ def run_label(args: argparse.Namespace) -> int:
     print(f"labeling {len(todo)} pairs with {args.judge} ({skipped} already in {out})",
           file=sys.stderr)
 
+    if args.prompt == "pointwise" and (args.cot or args.shots):
+        return _error("--prompt pointwise rates each response alone: it takes no --cot and "
+                      "no --shots")
     backend = getattr(args, "backend", "transformers")
     if backend == "openai" and not args.base_url:
         return _error("--backend openai needs --base-url URL")

@@ -17,6 +17,15 @@ Non-CoT prompts of the two orders share everything up to the context line (chat 
 preamble, exemplars, ``Text - {context}``), so the judge's shared-prefix primitive runs that
 prefix once per pair. CoT (section 2.1.2) is two steps: a greedy rationale after the CoT
 ending (``"... Rationale:"``), then the rationale + ``"\\n" + ending`` is scored.
+
+``prompt="pointwise"`` asks no pairwise question: each response is rated alone with the
+task's d-RLAIF score prompt (:func:`rewards.direct.direct_scores`, expected score ``s`` on
+1..10) and the preference is the Bradley-Terry probability of the two expected scores::
+
+    p_first = p_order_ab = p_order_ba = sigmoid(s(responses[0]) - s(responses[1]))
+
+There is no order, so no position bias; a response shared by several pairs (TL;DR
+comparisons reuse summaries) is scored once per call.
 """
 
 from __future__ import annotations
@@ -40,7 +49,16 @@ from rewards.prompts import (
 )
 from rlaif_gym.data.records import PreferencePair
 
-__all__ = ["PreferenceLabel", "label_pairs", "pair_problem", "shared_rendered_prefix"]
+__all__ = [
+    "POINTWISE",
+    "PreferenceLabel",
+    "label_pairs",
+    "pair_problem",
+    "shared_rendered_prefix",
+]
+
+#: ``prompt`` value of pointwise labels (each response rated alone, see the module doc).
+POINTWISE = "pointwise"
 
 _SENTINEL = "\ue00f"
 
@@ -203,18 +221,22 @@ def label_pairs(
     Args:
         judge: any :class:`~rewards.judges.base.Judge`.
         pairs: the pairs to label (their ``task`` picks the template unless ``template``).
-        prompt: preamble variant of the template (``"base"``, ``"detailed"``).
+        prompt: preamble variant of the template (``"base"``, ``"detailed"``), or
+            ``"pointwise"``: rate each response alone with the score prompt (module doc);
+            it takes no ``cot`` or ``shots``.
         cot: two-step chain-of-thought labeling.
         shots: number of few-shot exemplars.
         cot_max_tokens: maximum rationale length in tokens (greedy decoding).
-        batch_size: pairs per CoT step (two prompts per pair); non-CoT labels are computed
-            pair by pair with the shared-prefix primitive (both orders in one batch).
+        batch_size: pairs per CoT step (two prompts per pair) and per pointwise step;
+            non-CoT pairwise labels are computed pair by pair with the shared-prefix
+            primitive (both orders in one batch).
         progress: show a tqdm progress bar (on stderr).
         template: a template name/path/object for all pairs instead of ``pair.task``.
 
     Raises:
         ValueError: a pair with an empty context or response (naming the pair id), unknown
-            prompt variant, bad ``shots``/``batch_size``/``cot_max_tokens``.
+            prompt variant, bad ``shots``/``batch_size``/``cot_max_tokens``, ``cot`` or
+            ``shots`` with ``prompt="pointwise"``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -227,14 +249,27 @@ def label_pairs(
         task: load_template(task if template is None else template)
         for task in sorted({p.task for p in pairs})
     }
-    for loaded in templates.values():
-        render_preference_messages(loaded, "c", "a", "b", prompt=prompt, cot=cot, shots=shots)
+    if prompt == POINTWISE:
+        if cot or shots:
+            raise ValueError("prompt='pointwise' rates each response alone: it takes no cot "
+                             f"and no shots (got cot={cot!r}, shots={shots!r})")
+        for loaded in templates.values():
+            loaded.require_score()
+    else:
+        for loaded in templates.values():
+            render_preference_messages(loaded, "c", "a", "b", prompt=prompt, cot=cot,
+                                       shots=shots)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(pairs), desc=f"labeling ({judge.name})", unit="pair",
                disable=not progress)
     try:
-        if cot:
+        if prompt == POINTWISE:
+            scores: dict[tuple[str, str, str], float] = {}
+            for chunk in _chunks(pairs, batch_size):
+                yield from _label_pointwise(judge, chunk, templates, scores)
+                bar.update(len(chunk))
+        elif cot:
             for chunk in _chunks(pairs, batch_size):
                 yield from _label_cot(judge, chunk, templates, prompt, shots, cot_max_tokens)
                 bar.update(len(chunk))
@@ -321,4 +356,30 @@ def _label_cot(judge: Judge, pairs: Sequence[PreferencePair],
         p_first_shown = _p_shown_first(tpls[k], logprobs[2 * k:2 * k + 2])
         out.append(_make_label(pair, judge, p_first_shown[0], 1.0 - p_first_shown[1], prompt,
                                True, shots, (rationales[2 * k], rationales[2 * k + 1])))
+    return out
+
+
+def _label_pointwise(judge: Judge, pairs: Sequence[PreferencePair],
+                     templates: Mapping[str, PromptTemplate],
+                     scores: dict[tuple[str, str, str], float]) -> list[PreferenceLabel]:
+    """Pointwise labels; ``scores`` caches expected scores by (task, context, response)."""
+    from rewards.direct import direct_scores
+
+    todo: dict[str, list[tuple[str, str]]] = {}
+    for pair in pairs:
+        for response in pair.responses:
+            key = (pair.task, pair.context, response)
+            if key not in scores and (key[1:] not in todo.get(pair.task, [])):
+                todo.setdefault(pair.task, []).append(key[1:])
+    for task, items in todo.items():
+        contexts, responses = zip(*items, strict=True)
+        found = direct_scores(judge, templates[task], contexts, responses,
+                              batch_size=len(items))
+        for (context, response), expected in zip(items, found.expected, strict=True):
+            scores[(task, context, response)] = float(expected)
+    out = []
+    for pair in pairs:
+        s0, s1 = (scores[(pair.task, pair.context, r)] for r in pair.responses)
+        p = float(1.0 / (1.0 + np.exp(-(s0 - s1))))  # Bradley-Terry on expected scores
+        out.append(_make_label(pair, judge, p, p, POINTWISE, False, 0, None))
     return out

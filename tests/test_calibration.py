@@ -222,6 +222,16 @@ def test_only_pool_label_sets_can_be_chosen_and_only_common_ids_are_scored():
     assert not any(c.in_pool for c in result.candidates if c.source == "good")
 
 
+def test_a_label_set_of_the_choosing_half_only_competes_with_an_empty_report_score():
+    sets, choose, report = _two_judges()
+    sets["good"] = [r for r in sets["good"] if r["id"] in set(choose)]  # report half unlabeled
+    result = choose_and_report(sets, choose, report)
+    chosen = result.chosen_candidate
+    assert chosen.source == "good" and chosen.report.n == 0 and chosen.report.z_acc is None
+    assert len(result.report_ids) == 150  # the noisy set's report half is still scored
+    assert all(c.report.n == 150 for c in result.candidates if c.source == "noisy")
+
+
 def test_overlapping_halves_are_rejected():
     sets, choose, report = _two_judges()
     with pytest.raises(ValueError, match="both halves"):
@@ -283,3 +293,25 @@ def test_benchmark_writes_ids_and_numbers_but_no_pair_text(shared_data_dir, tmp_
     for pair in pairs[:50]:
         assert pair.context[:80] not in text
         assert pair.responses[0][:60] not in text
+
+
+def test_product_of_two_labelers_adds_their_log_odds_per_order():
+    from rewards.calibration import product_records
+
+    a = [{"id": "x", "p_order_ab": 0.8, "p_order_ba": 0.4, "p_first": 0.6, "human_choice": 0,
+          "prompt": "base", "judge": "j"},
+         {"id": "only-a", "p_order_ab": 0.5, "p_order_ba": 0.5, "p_first": 0.5,
+          "human_choice": 1, "prompt": "base", "judge": "j"}]
+    b = [{"id": "x", "p_order_ab": 0.2, "p_order_ba": 0.2, "p_first": 0.2, "human_choice": 0,
+          "prompt": "pointwise", "judge": "j"}]
+    (rec,) = product_records(a, b)
+    # logit(0.8) + logit(0.2) = 0: the pointwise labeler cancels order ab exactly
+    assert rec["p_order_ab"] == pytest.approx(0.5, abs=1e-12)
+    expected_ba = 1.0 / (1.0 + (0.6 / 0.4) * (0.8 / 0.2))  # odds multiply: (4/6) * (2/8)
+    assert rec["p_order_ba"] == pytest.approx(expected_ba, abs=1e-12)
+    assert rec["p_first"] == pytest.approx((0.5 + expected_ba) / 2, abs=1e-12)
+    assert rec["prompt"] == "base x pointwise" and rec["human_choice"] == 0
+    with pytest.raises(ValueError, match="human choice"):
+        product_records(a, [dict(b[0], human_choice=1)])
+    with pytest.raises(ValueError, match="not in"):
+        product_records(a, [dict(b[0], p_order_ba=1.5)])

@@ -226,6 +226,34 @@ def test_unreadable_pairs_file_exits_2_with_a_clear_error(tmp_path, fake, capsys
     assert fake.judge_loads == []
 
 
+def test_pointwise_with_cot_or_shots_exits_2_before_loading_the_judge(tmp_path, fake, capsys):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    for extra in (("--cot",), ("--shots", "1")):
+        assert main(label_argv(pairs, out, "--prompt", "pointwise", *extra)) == 2
+        assert "pointwise" in capsys.readouterr().err
+    assert fake.judge_loads == [] and not out.exists()
+
+
+def test_ids_file_restricts_labeling_to_the_listed_pairs(tmp_path, fake):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# choosing half\np4\n\np1\n")
+    assert main(label_argv(pairs, out, "--ids", str(ids))) == 0
+    assert read_ids(out) == ["p1", "p4"]  # in the pairs' order
+
+
+def test_ids_file_with_unknown_ids_or_no_ids_exits_2_before_loading_the_judge(
+        tmp_path, fake, capsys):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    ids = tmp_path / "ids.txt"
+    for text, message in (("p1\nnope\n", "not among"), ("# nothing\n", "no pair id")):
+        ids.write_text(text)
+        assert main(label_argv(pairs, out, "--ids", str(ids))) == 2
+        assert message in capsys.readouterr().err
+    assert main(label_argv(pairs, out, "--ids", str(tmp_path / "missing.txt"))) == 2
+    assert fake.judge_loads == [] and not out.exists()
+
+
 def test_unknown_task_is_rejected_by_argparse(tmp_path, fake, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["label", "--task", "poetry", "--out", str(tmp_path / "x.jsonl")])

@@ -197,3 +197,59 @@ def test_real_judge_prefix_reuse_matches_plain_labels(shared_data_dir):
         p1 = preference_from_logprobs(lp[:, 0], lp[:, 1])
         assert label.p_order_ab == pytest.approx(p1[0], abs=1e-4)
         assert label.p_order_ba == pytest.approx(1 - p1[1], abs=1e-4)
+
+
+def test_pointwise_label_is_the_sigmoid_of_the_expected_score_difference(tiny_model,
+                                                                        tiny_tokenizer):
+    from rewards.direct import direct_scores
+
+    judge = TransformersJudge(tiny_model, tiny_tokenizer)
+    pairs = [_pair(pid="a", responses=(" A short summary.", " Another, longer one.")),
+             _pair(pid="b", responses=(" Another, longer one.", " A short summary."))]
+    labels = list(label_pairs(judge, pairs, prompt="pointwise", progress=False))
+    scores = direct_scores(judge, "tldr", [pairs[0].context] * 2, list(pairs[0].responses))
+    p = 1.0 / (1.0 + math.exp(-(scores.expected[0] - scores.expected[1])))
+    assert labels[0].p_first == pytest.approx(p, abs=1e-5)
+    assert labels[0].p_order_ab == labels[0].p_order_ba == labels[0].p_first
+    assert labels[1].p_first == pytest.approx(1.0 - p, abs=1e-5)  # same responses swapped
+    assert (labels[0].prompt, labels[0].cot, labels[0].shots) == ("pointwise", False, 0)
+
+
+class CountingScoreJudge(FakeJudge):
+    """Rates ALPHA 9 and BETA 2 with certainty; counts score prompts."""
+
+    def __init__(self) -> None:
+        super().__init__(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+        self.scored: list[str] = []
+
+    def next_token_logprobs(self, prompts, candidates):
+        rows = []
+        for prompt in prompts:
+            segments = as_segments(prompt)
+            if segments[-1] == "1":  # P("0" | "1") for the score 10
+                rows.append([math.log(0.5)] * len(candidates))
+                continue
+            text = "".join(segments)
+            self.scored.append(text)
+            best = "9" if ALPHA in text else "2"
+            rows.append([0.0 if c == best else -1e9 for c in candidates])
+        return np.array(rows)
+
+
+def test_pointwise_scores_each_distinct_response_once_and_prefers_the_higher_score():
+    judge = CountingScoreJudge()
+    pairs = [_pair(pid=str(k), responses=(ALPHA, BETA) if k % 2 else (BETA, ALPHA))
+             for k in range(5)]
+    labels = list(label_pairs(judge, pairs, prompt="pointwise", batch_size=2, progress=False))
+    assert len(judge.scored) == 2  # one context, two distinct responses, cached across chunks
+    for k, lab in enumerate(labels):
+        expected = 1.0 / (1.0 + math.exp(-7.0))
+        assert lab.p_first == pytest.approx(expected if k % 2 else 1.0 - expected, abs=1e-9)
+
+
+def test_pointwise_refuses_cot_and_shots_before_any_call():
+    judge = CountingScoreJudge()
+    for kwargs in ({"cot": True}, {"shots": 1}):
+        with pytest.raises(ValueError, match="pointwise"):
+            list(label_pairs(judge, [_pair()], prompt="pointwise", progress=False, **kwargs))
+    assert judge.scored == [] and judge.calls == []
