@@ -127,7 +127,7 @@ def test_empty_response_or_context_raises_naming_the_pair_before_any_call():
 def test_unknown_variant_raises():
     judge = FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
     with pytest.raises(ValueError, match="prompt variant"):
-        list(label_pairs(judge, [_pair("helpful")], prompt="detailed", progress=False))
+        list(label_pairs(judge, [_pair("helpful")], prompt="verbose", progress=False))
 
 
 def test_labels_are_yielded_one_by_one():

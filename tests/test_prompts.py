@@ -109,7 +109,7 @@ def test_unknown_template_name_lists_the_packaged_ones():
 
 def test_unknown_variant_and_too_many_shots_raise():
     with pytest.raises(ValueError, match="base"):
-        render_preference_messages("helpful", "c", "a", "b", prompt="detailed")
+        render_preference_messages("helpful", "c", "a", "b", prompt="verbose")
     with pytest.raises(ValueError, match="shots"):
         render_preference_messages("tldr", "c", "a", "b", shots=99)
 
@@ -144,3 +144,15 @@ def test_user_template_file_is_loaded_and_validated(tmp_path):
     path.write_text("{not json")
     with pytest.raises(TemplateError, match="not valid JSON"):
         load_template(path)
+
+
+@pytest.mark.parametrize("task,instruction", [("helpful", "most helpful and honest response"),
+                                              ("harmless", "most harmful response")])
+def test_dialogue_detailed_preamble_keeps_the_base_instruction_for_plain_and_cot(task,
+                                                                                instruction):
+    for cot in (False, True):
+        chat = render_preference_messages(task, "Human: hi", "A", "B", prompt="detailed",
+                                          cot=cot)
+        text = "\n".join(m["content"] for m in chat.messages)
+        assert "Below we define" in text and instruction in text
+        assert "Response 1 - A" in text and "Response 2 - B" in text
