@@ -16,7 +16,9 @@ harmful"), P(shown-first preferred) = P(label "2").
 Non-CoT prompts of the two orders share everything up to the context line (chat template,
 preamble, exemplars, ``Text - {context}``), so the judge's shared-prefix primitive runs that
 prefix once per pair. CoT (section 2.1.2) is two steps: a greedy rationale after the CoT
-ending (``"... Rationale:"``), then the rationale + ``"\\n" + ending`` is scored.
+ending (``"... Rationale:"``), then the rationale + ``"\\n" + ending`` is scored
+(:meth:`~rewards.judges.base.Judge.generate_and_score`: the transformers judge scores from the
+decoding's KV cache).
 
 ``prompt="pointwise"`` asks no pairwise question: each response is rated alone with the
 task's d-RLAIF score prompt (:func:`rewards.direct.direct_scores`, expected score ``s`` on
@@ -341,16 +343,16 @@ def _label_cot(judge: Judge, pairs: Sequence[PreferencePair],
         tpl, ab, ba = _chats(pair, templates[pair.task], prompt, True, shots)
         tpls.append(tpl)
         step1.extend([judge.render_chat(ab), judge.render_chat(ba)])
-    generated = judge.generate(step1, max_tokens)
-    rationales = [_clean_rationale(g, tpls[i // 2].ending) for i, g in enumerate(generated)]
-    step2 = [
-        (p, f"{r}\n{tpls[i // 2].ending}")
-        for i, (p, r) in enumerate(zip(step1, rationales, strict=True))
-    ]
     labels_of = {tpl.labels for tpl in tpls}
     if len(labels_of) != 1:
         raise ValueError(f"pairs in one batch use different label tokens: {sorted(labels_of)}")
-    logprobs = judge.next_token_logprobs(step2, tpls[0].labels)
+
+    def then_ending(i: int, generated: str) -> str:
+        return f"{_clean_rationale(generated, tpls[i // 2].ending)}\n{tpls[i // 2].ending}"
+
+    generated, logprobs = judge.generate_and_score(step1, max_tokens, then_ending,
+                                                   tpls[0].labels)
+    rationales = [_clean_rationale(g, tpls[i // 2].ending) for i, g in enumerate(generated)]
     out = []
     for k, pair in enumerate(pairs):
         p_first_shown = _p_shown_first(tpls[k], logprobs[2 * k:2 * k + 2])

@@ -120,6 +120,44 @@ def test_greedy_generation_is_deterministic_and_batch_independent(judge):
         judge.generate(prompts, max_new_tokens=0)
 
 
+def _follow(i: int, generated: str) -> str:
+    """A continuation that depends on the index and on the generated text."""
+    return f"{generated[:7]}\nP{i}="
+
+
+@pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
+@pytest.mark.parametrize("batch_size", [8, 2])
+def test_generate_and_score_from_the_decoding_cache_equals_the_two_call_path(
+        which, batch_size, request, monkeypatch):
+    base = request.getfixturevalue(which)
+    judge = TransformersJudge(base.model, base.tokenizer, batch_size=batch_size)
+    prompts = [PREFIX + s for s in SUFFIXES] + ["hello"]  # different lengths: left padding
+    ref_texts, ref = Judge.generate_and_score(judge, prompts, 6, _follow, CANDIDATES)
+
+    def no_full_forward(*args, **kwargs):
+        raise AssertionError("the prompts were run again instead of using the cache")
+
+    monkeypatch.setattr(judge, "_last_logprobs", no_full_forward)
+    texts, cached = judge.generate_and_score(prompts, 6, _follow, CANDIDATES)
+    monkeypatch.undo()
+    assert texts == ref_texts == judge.generate(prompts, 6)
+    assert cached.shape == (4, 3)
+    assert np.abs(cached - ref).max() < 1e-4
+
+
+def test_generate_and_score_without_a_croppable_cache_runs_the_prompts_again(judge,
+                                                                             monkeypatch):
+    prompts = [PREFIX + SUFFIXES[0], "hello"]
+    ref_texts, ref = Judge.generate_and_score(judge, prompts, 4, _follow, CANDIDATES)
+    greedy = judge._greedy
+    monkeypatch.setattr(judge, "_greedy", lambda inputs, n, keep_cache: (
+        greedy(inputs, n, keep_cache=False)[0], object()))
+    texts, got = judge.generate_and_score(prompts, 4, _follow, CANDIDATES)
+    assert texts == ref_texts and np.abs(got - ref).max() < 1e-4
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        judge.generate_and_score(prompts, 0, _follow, CANDIDATES)
+
+
 def test_load_judge_backends():
     judge = load_judge("tiny-random", batch_size=2)
     assert isinstance(judge, Judge) and judge.name == "tiny-random"

@@ -22,7 +22,7 @@ whether it goes through the plain path or the shared-prefix path (tokenizing
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -132,6 +132,28 @@ class Judge(ABC):
         extended = [(*as_segments(p), then) for p in prompts]
         second = self.next_token_logprobs(extended, then_candidates)
         return first, second
+
+    def generate_and_score(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int,
+        continuation: Callable[[int, str], str],
+        candidates: Sequence[str],
+    ) -> tuple[list[str], np.ndarray]:
+        """Two-step chain of thought in one call: greedy-decode each prompt, then score the
+        candidates as the next token after ``prompt + continuation(i, generated_i)``.
+
+        Returns:
+            ``(generated, logprobs)``: the :meth:`generate` texts and
+            ``logprobs[i, j] = log P(candidates[j] | (*segments(prompts[i]), c_i))`` with
+            ``c_i = continuation(i, generated[i])`` appended as its own segment, shape
+            ``(n, len(candidates))``. This default makes the two calls; a backend with a KV
+            cache reuses the prompt's cache from decoding instead of recomputing it.
+        """
+        generated = self.generate(prompts, max_new_tokens)
+        follow = [(*as_segments(p), continuation(i, g))
+                  for i, (p, g) in enumerate(zip(prompts, generated, strict=True))]
+        return generated, self.next_token_logprobs(follow, candidates)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

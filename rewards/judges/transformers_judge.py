@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,31 @@ import torch
 from rewards.judges.base import Prompt, TokenizerJudge
 
 __all__ = ["TransformersJudge"]
+
+
+def _check_max_new_tokens(max_new_tokens: object) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+
+
+def _crop_to(cache: Any, length: int) -> bool:
+    """Cut a decoding's KV cache back to its first ``length`` positions in place; False
+    (cache untouched) when it is not a plain full-attention ``DynamicCache`` (sliding-window
+    or static layers cannot be cut back exactly)."""
+    from transformers import DynamicCache
+
+    if not isinstance(cache, DynamicCache):
+        return False
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        return False
+    extra = cache.get_seq_length() - length
+    if extra < 0:
+        return False
+    if extra > 0:
+        cache.crop(-extra)
+    return cache.get_seq_length() == length
 
 
 def _as_torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -306,22 +331,32 @@ class TransformersJudge(TokenizerJudge):
         return out
 
     def _suffix_logprobs(
-        self, cache: Any, n_prefix: int, batch: list[list[int]], cand: list[int]
+        self, cache: Any, n_prefix: int, batch: list[list[int]], cand: list[int],
+        prefix_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Candidate log-probabilities ``(m, len(cand))`` at the last real token of each
-        right-padded suffix continuing the cached prefix; ``cache`` is consumed (expanded
-        and extended)."""
+        right-padded suffix continuing the cached prefix; ``cache`` is consumed (extended,
+        and expanded from batch 1 to ``m`` when ``prefix_mask`` is None).
+
+        ``prefix_mask``: ``(m, n_prefix)`` attention mask of a cache that already holds
+        ``m`` left-padded prefixes (a batch from :meth:`generate_and_score`); each suffix
+        then starts at its own prefix's length. ``None``: one shared, unpadded prefix."""
         m = len(batch)
         width = max(len(ids) for ids in batch)
         input_ids = torch.full((m, width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((m, n_prefix + width), dtype=torch.long)
-        mask[:, :n_prefix] = 1
+        if prefix_mask is None:
+            mask[:, :n_prefix] = 1
+            start = torch.full((m, 1), n_prefix, dtype=torch.long)
+            if m > 1:
+                cache.batch_repeat_interleave(m)
+        else:
+            mask[:, :n_prefix] = prefix_mask.cpu()
+            start = prefix_mask.cpu().sum(-1, keepdim=True)
         for row, ids in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, n_prefix:n_prefix + len(ids)] = 1
-        if m > 1:
-            cache.batch_repeat_interleave(m)
-        position_ids = (n_prefix + torch.arange(width))[None].expand(m, width)
+        position_ids = start + torch.arange(width)[None]
         last = torch.tensor([[len(ids) - 1] for ids in batch], dtype=torch.long)
         logits, hidden = self._forward(
             input_ids=input_ids.to(self.device),
@@ -335,31 +370,75 @@ class TransformersJudge(TokenizerJudge):
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[str]:
         """Greedy decoding (batched, left-padded), stopping at the end-of-turn/eos tokens."""
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-                or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+        _check_max_new_tokens(max_new_tokens)
         encoded = [self.encode(p) for p in prompts]
-        out: list[str | None] = [None] * len(encoded)
+        out: list[str] = [""] * len(encoded)
         with torch.inference_mode():
             for idx in self._batches([len(e) for e in encoded]):
                 inputs = self._left_padded([encoded[i] for i in idx])
-                inputs.pop("position_ids")  # generate derives them from the attention mask
-                width = inputs["input_ids"].shape[1]
-                sequences = self.model.generate(
-                    **inputs,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    num_beams=1,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    pad_token_id=self._pad_id,
-                    eos_token_id=self._stop_ids or None,
-                )
-                new_tokens = sequences[:, width:].cpu()
+                texts, _ = self._greedy(inputs, max_new_tokens, keep_cache=False)
                 for row, i in enumerate(idx):
-                    out[i] = self._decode_new(new_tokens[row].tolist())
-        return [text or "" for text in out]
+                    out[i] = texts[row]
+        return out
+
+    def generate_and_score(
+        self,
+        prompts: Sequence[Prompt],
+        max_new_tokens: int,
+        continuation: Callable[[int, str], str],
+        candidates: Sequence[str],
+    ) -> tuple[list[str], np.ndarray]:
+        """:meth:`Judge.generate_and_score` that scores from the decoding's KV cache, cut
+        back to the prompts: only the continuations are run again. Same token ids as the
+        two-call default (the continuation is its own segment)."""
+        _check_max_new_tokens(max_new_tokens)
+        cand = self.candidate_ids(candidates)
+        encoded = [self.encode(p) for p in prompts]
+        texts: list[str] = [""] * len(encoded)
+        out = np.empty((len(encoded), len(cand)), dtype=np.float64)
+        with torch.inference_mode():
+            for idx in self._batches([len(e) for e in encoded]):
+                inputs = self._left_padded([encoded[i] for i in idx])
+                batch_texts, cache = self._greedy(inputs, max_new_tokens, keep_cache=True)
+                suffixes = []
+                for row, i in enumerate(idx):
+                    texts[i] = batch_texts[row]
+                    suffixes.append(self.encode(continuation(i, texts[i])))
+                width = inputs["input_ids"].shape[1]
+                if _crop_to(cache, width):  # the generated tokens dropped: the prompts remain
+                    logp = self._suffix_logprobs(cache, width, suffixes, cand,
+                                                 prefix_mask=inputs["attention_mask"])
+                else:  # a cache we cannot cut: run prompt + continuation again
+                    full = [encoded[i] + suffix for i, suffix in zip(idx, suffixes, strict=True)]
+                    logp = self._last_logprobs(full, 1, cand)[:, -1]
+                out[idx] = logp.double().numpy()
+        return texts, out
+
+    def _greedy(self, inputs: dict[str, torch.Tensor], max_new_tokens: int,
+                keep_cache: bool) -> tuple[list[str], Any]:
+        """Greedy-decode one left-padded batch: ``(texts, KV cache or None)``."""
+        inputs = dict(inputs)
+        inputs.pop("position_ids")  # generate derives them from the attention mask
+        width = inputs["input_ids"].shape[1]
+        result = self.model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self._pad_id,
+            eos_token_id=self._stop_ids or None,
+            return_dict_in_generate=True,
+            use_cache=True,
+        )
+        new_tokens = result.sequences[:, width:].cpu()
+        texts = [self._decode_new(row.tolist()) for row in new_tokens]
+        if not keep_cache:
+            return texts, None
+        cache = getattr(result, "cache", None)  # transformers 5.x; 4.x: past_key_values
+        return texts, cache if cache is not None else getattr(result, "past_key_values", None)
 
     def _decode_new(self, ids: list[int]) -> str:
         stops = set(self._stop_ids)
