@@ -367,13 +367,13 @@ def _label_pointwise(judge: Judge, pairs: Sequence[PreferencePair],
     """Pointwise labels; ``scores`` caches expected scores by (task, context, response)."""
     from rewards.direct import direct_scores
 
-    todo: dict[str, list[tuple[str, str]]] = {}
+    todo: dict[str, dict[tuple[str, str], None]] = {}  # task -> distinct unscored items
     for pair in pairs:
         for response in pair.responses:
-            key = (pair.task, pair.context, response)
-            if key not in scores and (key[1:] not in todo.get(pair.task, [])):
-                todo.setdefault(pair.task, []).append(key[1:])
-    for task, items in todo.items():
+            if (pair.task, pair.context, response) not in scores:
+                todo.setdefault(pair.task, {})[(pair.context, response)] = None
+    for task, pending in todo.items():
+        items = list(pending)
         contexts, responses = zip(*items, strict=True)
         found = direct_scores(judge, templates[task], contexts, responses,
                               batch_size=len(items))
