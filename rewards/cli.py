@@ -137,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a = subparsers.add_parser(
         "alignment",
         help="AI labeler alignment (z_acc) and position bias of label files",
-        description="Print z_acc with a 95%% Wilson interval, position bias and N per file.",
+        description="Print z_acc with a 95% Wilson interval, position bias and N per file.",
     )
     a.add_argument("labels", nargs="+", metavar="LABELS.jsonl")
     a.add_argument("--json", action="store_true", help="one JSON object per file instead")

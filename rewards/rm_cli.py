@@ -107,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser(
         "eval-rm",
         help="pairwise accuracy of a reward model against human preferences",
-        description="Print pairwise accuracy vs the human choices with N and a 95%% CI.",
+        description="Print pairwise accuracy vs the human choices with N and a 95% CI.",
     )
     e.add_argument("model", metavar="DIR", help="reward model directory")
     _add_data_args(e, task_required=False)

@@ -612,7 +612,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="win rates (and harmless rates) of policies on held-out prompts, judged by an LLM",
         description=("Sample completions of every --policy on the same held-out prompts and "
                      "compare them pairwise with an LLM judge (both orders averaged): win "
-                     "rates with N and 95%% CIs, length-controlled win rates, average lengths, "
+                     "rates with N and 95% CIs, length-controlled win rates, average lengths, "
                      "harmless rates for --task harmless."),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=("--policy NAME=SPEC: SPEC is a model spec (smollm2-135m-instruct, tiny-random, "
