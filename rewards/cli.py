@@ -64,11 +64,13 @@ def load_preference_pairs(task: str, **options: Any) -> Sequence[Any]:
 
 def load_judge(spec: str, num_threads: int | None = None, **backend: Any) -> Any:
     """:func:`rewards.judges.load_judge`; ``backend`` options (``backend=``, ``base_urls=``,
-    ``server=``...) only for the non-default backends (``None`` values are dropped)."""
+    ``server=``...) only for the non-default backends, ``dtype=`` only for the transformers
+    one (``None`` values are dropped)."""
     from rewards.judges import load_judge as impl
 
     if backend.get("backend", "transformers") == "transformers":
-        return impl(spec, num_threads=num_threads)
+        dtype = backend.get("dtype")
+        return impl(spec, num_threads=num_threads, **({} if dtype is None else {"dtype": dtype}))
     return impl(spec, **{k: v for k, v in backend.items() if v is not None})
 
 
@@ -121,6 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shots", type=non_negative_int, default=0, help="few-shot exemplars")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--dtype", default=None, choices=("bfloat16", "float16", "float32"),
+                   help="judge weights dtype, transformers backend (default: the model's; the "
+                        "bf16 judges load in float32 on a CPU without native bf16)")
     p.add_argument("--backend", default="transformers", choices=("transformers", "openai", "vllm"),
                    help="judge backend (default: transformers, in-process)")
     p.add_argument("--base-url", action="append", default=None, metavar="URL",
@@ -331,6 +336,11 @@ def run_label(args: argparse.Namespace) -> int:
                  "model": args.served_model, "max_concurrency": args.concurrency}
     elif backend == "vllm":
         extra = {"backend": "vllm"}
+    if getattr(args, "dtype", None) is not None:
+        if backend != "transformers":
+            return _error("--dtype applies to --backend transformers (a server or vLLM picks "
+                          "its own)")
+        extra["dtype"] = args.dtype
     try:
         judge = load_judge(args.judge, num_threads=args.threads, **extra)
     except (OSError, ValueError, ImportError) as exc:

@@ -595,6 +595,31 @@ def resolve_model_path(spec: str | os.PathLike, *,
     return Path(snapshot_download(parsed.value))
 
 
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 ``avx512_bf16`` or ``amx_bf16``).
+
+    ``RLAIF_GYM_CPU_BF16=1``/``0`` overrides the answer. Where ``cpuinfo`` cannot be read
+    (not Linux) the answer is True, so the registry's bf16 default stands.
+    """
+    override = os.environ.get("RLAIF_GYM_CPU_BF16")
+    if override is not None:
+        if override not in ("0", "1"):
+            raise ValueError(f"RLAIF_GYM_CPU_BF16 must be '0' or '1', got {override!r}")
+        return override == "1"
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return True
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return any(flag in flags for flag in _BF16_CPU_FLAGS)
+
+
 def _resolve_dtype(dtype: torch.dtype | str | None, parsed: _Spec) -> torch.dtype | str:
     """None/"auto": the registry default for short names, float32 for tiny-random and GGUF
     files, the checkpoint's own dtype ("auto") for folders and hub ids."""
@@ -627,7 +652,8 @@ def load_causal_lm(
     Args:
         spec: short name, ``"tiny-random"``, checkpoint folder, ``.gguf`` path or hub id.
         dtype: parameter dtype; None/"auto" picks the registry default (float32 for SmolLM2,
-            bfloat16 for the Qwen judges), float32 for tiny-random and GGUF files.
+            bfloat16 for the Qwen judges; float32 instead on a CPU without native bf16, see
+            :func:`cpu_has_native_bf16`), float32 for tiny-random and GGUF files.
         device: where the model is moved after loading.
         num_threads: if given, ``torch.set_num_threads(num_threads)`` (process-wide).
         cache_dir: cache folder for converted GGUF weights (default :func:`default_cache_dir`).
@@ -642,6 +668,13 @@ def load_causal_lm(
         torch.set_num_threads(num_threads)
     parsed = _classify(spec)
     resolved_dtype = _resolve_dtype(dtype, parsed)
+    if (dtype is None or dtype == "auto") and resolved_dtype == torch.bfloat16 \
+            and torch.device(device).type == "cpu" and not cpu_has_native_bf16():
+        # A bf16 default only pays where the CPU computes in bf16 (AVX512-BF16, AMX);
+        # elsewhere oneDNN emulates it and a prefill runs ~2.5x slower than float32.
+        logger.info("%s: this CPU has no native bf16 (avx512_bf16/amx_bf16); loading in "
+                    "float32 (pass dtype='bfloat16' to force bf16)", spec)
+        resolved_dtype = torch.float32
     if parsed.kind == "tiny":
         from rlaif_gym.testing import make_tiny_causal_lm
 

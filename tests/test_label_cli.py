@@ -39,8 +39,9 @@ class FakeLabeler:
         self.judge_loads: list[tuple[str, int | None]] = []
         self.calls: list[dict] = []
 
-    def load_judge(self, spec, num_threads=None):
+    def load_judge(self, spec, num_threads=None, **backend):
         self.judge_loads.append((spec, num_threads))
+        self.backend_options = backend
         return f"judge<{spec}>"
 
     def label_pairs(self, judge, pairs, **options):
@@ -312,3 +313,28 @@ def test_label_runs_the_real_pipeline_with_the_tiny_random_judge(tmp_path):
     assert all(0.0 <= label.p_first <= 1.0 for label in labels)
     assert all(label.judge == "tiny-random" for label in labels)
     assert main(label_argv(pairs, out, "--judge", "tiny-random", "--threads", "1")) == 0
+
+
+def test_dtype_flag_reaches_the_transformers_judge(tmp_path, fake):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    assert main(label_argv(pairs, out, "--dtype", "float32")) == 0
+    assert fake.backend_options == {"dtype": "float32"}
+
+
+def test_dtype_flag_with_a_server_backend_is_refused_before_loading(tmp_path, fake):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    argv = label_argv(pairs, out, "--dtype", "float32", "--backend", "openai",
+                      "--base-url", "http://127.0.0.1:9")
+    assert main(argv) == 2
+    assert fake.judge_loads == [] and not out.exists()
+
+
+def test_load_judge_passes_dtype_only_when_given(monkeypatch):
+    import rewards.judges
+
+    seen: list[dict] = []
+    monkeypatch.setattr(rewards.judges, "load_judge",
+                        lambda spec, **kwargs: seen.append(kwargs) or "judge")
+    label_cli.load_judge("tiny-random", num_threads=1)
+    label_cli.load_judge("tiny-random", num_threads=1, dtype="float32")
+    assert seen == [{"num_threads": 1}, {"num_threads": 1, "dtype": "float32"}]

@@ -353,11 +353,44 @@ def test_packaged_model_joins_parts_and_loads(tmp_path, fake_registry, tiny_gguf
     assert resolve_model_path("fake-model", cache_dir=cache) == cache / "fake-model" / "hf"
 
 
-def test_packaged_dtype_auto_uses_registry_default(tmp_path, fake_registry):
+def test_packaged_dtype_auto_uses_registry_default(tmp_path, fake_registry, monkeypatch):
+    monkeypatch.setenv("RLAIF_GYM_CPU_BF16", "1")
     fake_registry(dtype=torch.bfloat16)
     assert load_causal_lm("fake-model", cache_dir=tmp_path).dtype == torch.bfloat16
     assert load_causal_lm("fake-model", dtype="auto", cache_dir=tmp_path).dtype == torch.bfloat16
     assert load_causal_lm("fake-model", dtype="float32", cache_dir=tmp_path).dtype == torch.float32
+
+
+def test_bf16_default_falls_back_to_float32_on_a_cpu_without_native_bf16(
+        tmp_path, fake_registry, monkeypatch):
+    monkeypatch.setenv("RLAIF_GYM_CPU_BF16", "0")
+    fake_registry(dtype=torch.bfloat16)
+    assert load_causal_lm("fake-model", cache_dir=tmp_path).dtype == torch.float32
+    # an explicit request is obeyed
+    forced = load_causal_lm("fake-model", dtype="bfloat16", cache_dir=tmp_path)
+    assert forced.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu sse avx2 avx512f", False),
+    ("fpu avx2 avx512f avx512_bf16", True),
+    ("fpu amx_bf16 amx_tile", True),
+])
+def test_native_bf16_is_read_from_cpu_flags(tmp_path, monkeypatch, flags, expected):
+    monkeypatch.delenv("RLAIF_GYM_CPU_BF16", raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("".join(f"processor\t: {i}\nflags\t\t: {flags}\n\n" for i in range(2)))
+    assert models.cpu_has_native_bf16(cpuinfo) is expected
+
+
+def test_native_bf16_check_honours_override_and_unreadable_cpuinfo(tmp_path, monkeypatch):
+    monkeypatch.delenv("RLAIF_GYM_CPU_BF16", raising=False)
+    assert models.cpu_has_native_bf16(tmp_path / "missing") is True
+    monkeypatch.setenv("RLAIF_GYM_CPU_BF16", "0")
+    assert models.cpu_has_native_bf16() is False
+    monkeypatch.setenv("RLAIF_GYM_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="RLAIF_GYM_CPU_BF16"):
+        models.cpu_has_native_bf16()
 
 
 def test_bad_sha_raises_and_leaves_nothing_behind(tmp_path, fake_registry):
