@@ -231,9 +231,16 @@ def main(argv: list[str] | None = None) -> int:
                   "has no label on the report half yet: label it with the same command and "
                   f"--ids {REPO / 'reports/tldr_hc_report_ids_seed0.txt'} (seed 0), then rerun")
         elif chosen is not None:
+            if chosen["ci_above_goal"]:
+                verdict = "reached (the whole 95% CI is above it)"
+            elif chosen["reaches_goal"]:
+                verdict = ("NOT shown: the point estimate is above it but the 95% CI reaches "
+                           "below it")
+            else:
+                verdict = "NOT reached"
             print(f"\nChosen on the choose half: {chosen['source']} / {chosen['method']} -> "
                   f"report half z_acc {_cell(result.chosen_candidate.report)}; goal "
-                  f"{_pct(GOAL)} {'reached' if chosen['reaches_goal'] else 'NOT reached'}")
+                  f"{_pct(GOAL)} {verdict}")
         out["selections"][title] = {"label_sets": names, "chosen_summary": chosen,
                                     **result.to_dict()}
 
