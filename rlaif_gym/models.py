@@ -620,12 +620,21 @@ def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
     return any(flag in flags for flag in _BF16_CPU_FLAGS)
 
 
-def _resolve_dtype(dtype: torch.dtype | str | None, parsed: _Spec) -> torch.dtype | str:
-    """None/"auto": the registry default for short names, float32 for tiny-random and GGUF
-    files, the checkpoint's own dtype ("auto") for folders and hub ids."""
+def _resolve_dtype(dtype: torch.dtype | str | None, parsed: _Spec,
+                   device: torch.device) -> torch.dtype | str:
+    """None/"auto": the registry default for short names (bf16 becomes float32 on a CPU
+    without native bf16), float32 for tiny-random and GGUF files, the checkpoint's own dtype
+    ("auto") for folders and hub ids."""
     if dtype is None or dtype == "auto":
         if parsed.kind == "packaged":
-            return MODEL_REGISTRY[parsed.value].default_dtype
+            default = MODEL_REGISTRY[parsed.value].default_dtype
+            if default == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+                # bf16 only pays where the CPU computes in bf16 (AVX512-BF16, AMX); elsewhere
+                # oneDNN emulates it and a prefill runs ~2.5x slower than float32.
+                logger.info("%s: this CPU has no native bf16 (avx512_bf16/amx_bf16); loading "
+                            "in float32 (pass dtype='bfloat16' to force bf16)", parsed.value)
+                return torch.float32
+            return default
         if parsed.kind in ("tiny", "gguf"):
             return torch.float32
         return "auto"
@@ -667,14 +676,7 @@ def load_causal_lm(
             raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
         torch.set_num_threads(num_threads)
     parsed = _classify(spec)
-    resolved_dtype = _resolve_dtype(dtype, parsed)
-    if (dtype is None or dtype == "auto") and resolved_dtype == torch.bfloat16 \
-            and torch.device(device).type == "cpu" and not cpu_has_native_bf16():
-        # A bf16 default only pays where the CPU computes in bf16 (AVX512-BF16, AMX);
-        # elsewhere oneDNN emulates it and a prefill runs ~2.5x slower than float32.
-        logger.info("%s: this CPU has no native bf16 (avx512_bf16/amx_bf16); loading in "
-                    "float32 (pass dtype='bfloat16' to force bf16)", spec)
-        resolved_dtype = torch.float32
+    resolved_dtype = _resolve_dtype(dtype, parsed, torch.device(device))
     if parsed.kind == "tiny":
         from rlaif_gym.testing import make_tiny_causal_lm
 
