@@ -14,17 +14,16 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from rewards.alignment import read_labels_jsonl
 from rlaif_gym.data.loaders import load_tldr_comparisons
 
 
 def length_preference(labels: Path, summaries: dict[str, tuple[str, str]]) -> dict:
     """Counts for one label file: pairs of unequal length, AI and human longer-picks."""
     n = ai_longer = human_longer = 0
-    for line in labels.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_labels_jsonl(labels).records:
         pair = summaries.get(record["id"])
         if pair is None or len(pair[0]) == len(pair[1]) or record.get("human_choice") is None:
             continue
