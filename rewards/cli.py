@@ -64,13 +64,15 @@ def load_preference_pairs(task: str, **options: Any) -> Sequence[Any]:
 
 def load_judge(spec: str, num_threads: int | None = None, **backend: Any) -> Any:
     """:func:`rewards.judges.load_judge`; ``backend`` options (``backend=``, ``base_urls=``,
-    ``server=``...) only for the non-default backends, ``dtype=`` only for the transformers
-    one (``None`` values are dropped)."""
+    ``server=``...) only for the non-default backends, ``dtype=`` and ``batch_size=`` (the
+    judge's forward batch, in prompts) only for the transformers one (``None`` values are
+    dropped)."""
     from rewards.judges import load_judge as impl
 
     if backend.get("backend", "transformers") == "transformers":
-        dtype = backend.get("dtype")
-        return impl(spec, num_threads=num_threads, **({} if dtype is None else {"dtype": dtype}))
+        options = {k: backend.get(k) for k in ("dtype", "batch_size")}
+        return impl(spec, num_threads=num_threads,
+                    **{k: v for k, v in options.items() if v is not None})
     return impl(spec, **{k: v for k, v in backend.items() if v is not None})
 
 
@@ -121,7 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cot-max-tokens", type=positive_int, default=None,
                    help="rationale length limit with --cot (default: the labeler's)")
     p.add_argument("--shots", type=non_negative_int, default=0, help="few-shot exemplars")
-    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="pairs per labeling step; the transformers judge runs their 2N prompts "
+                        "as one forward batch (default %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     p.add_argument("--dtype", default=None, choices=("bfloat16", "float16", "float32"),
                    help="judge weights dtype, transformers backend (default: the model's; the "
@@ -336,6 +340,11 @@ def run_label(args: argparse.Namespace) -> int:
                  "model": args.served_model, "max_concurrency": args.concurrency}
     elif backend == "vllm":
         extra = {"backend": "vllm"}
+    if backend == "transformers":
+        # A labeling step of N pairs runs 2N prompts (both orders, or both responses when
+        # pointwise): one forward batch, not the judge's default of 8 (a CoT step of 10
+        # pairs decoded 8 + 8 + 4 prompts in three greedy runs: benchmarks/bench_judge_batch.py)
+        extra["batch_size"] = 2 * args.batch_size
     if getattr(args, "dtype", None) is not None:
         if backend != "transformers":
             return _error("--dtype applies to --backend transformers (a server or vLLM picks "

@@ -160,6 +160,18 @@ def test_value_error_mid_run_exits_2_with_one_line_and_keeps_labels(
     assert read_ids(out) == ["p0", "p1"]
 
 
+def test_interrupt_mid_run_exits_130_and_keeps_labels_for_resume(
+    tmp_path, monkeypatch, capsys
+):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    labeler = FakeLabeler(fail_after=2, error=KeyboardInterrupt)
+    monkeypatch.setattr(label_cli, "load_judge", labeler.load_judge)
+    monkeypatch.setattr(label_cli, "label_pairs", labeler.label_pairs)
+    assert main(label_argv(pairs, out)) == 130
+    assert "interrupted; 2 new labels" in capsys.readouterr().err
+    assert read_ids(out) == ["p0", "p1"]
+
+
 def test_pair_with_empty_response_is_skipped_with_a_warning_naming_it(tmp_path, fake, capsys):
     out = tmp_path / "labels.jsonl"
     good = write_pairs(tmp_path / "good.jsonl", n=2)
@@ -318,7 +330,22 @@ def test_label_runs_the_real_pipeline_with_the_tiny_random_judge(tmp_path):
 def test_dtype_flag_reaches_the_transformers_judge(tmp_path, fake):
     pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
     assert main(label_argv(pairs, out, "--dtype", "float32")) == 0
-    assert fake.backend_options == {"dtype": "float32"}
+    assert fake.backend_options == {"dtype": "float32", "batch_size": 16}
+
+
+def test_judge_forward_batch_holds_both_orders_of_a_labeling_step(tmp_path, fake):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    assert main(label_argv(pairs, out, "--batch-size", "10")) == 0
+    assert fake.calls[0]["batch_size"] == 10
+    assert fake.backend_options == {"batch_size": 20}
+
+
+def test_server_backends_get_no_judge_batch_size(tmp_path, fake):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    argv = label_argv(pairs, out, "--batch-size", "10", "--backend", "openai",
+                      "--base-url", "http://127.0.0.1:9")
+    assert main(argv) == 0
+    assert "batch_size" not in fake.backend_options
 
 
 def test_dtype_flag_with_a_server_backend_is_refused_before_loading(tmp_path, fake):
@@ -329,7 +356,7 @@ def test_dtype_flag_with_a_server_backend_is_refused_before_loading(tmp_path, fa
     assert fake.judge_loads == [] and not out.exists()
 
 
-def test_load_judge_passes_dtype_only_when_given(monkeypatch):
+def test_load_judge_passes_dtype_and_batch_size_only_when_given(monkeypatch):
     import rewards.judges
 
     seen: list[dict] = []
@@ -337,4 +364,6 @@ def test_load_judge_passes_dtype_only_when_given(monkeypatch):
                         lambda spec, **kwargs: seen.append(kwargs) or "judge")
     label_cli.load_judge("tiny-random", num_threads=1)
     label_cli.load_judge("tiny-random", num_threads=1, dtype="float32")
-    assert seen == [{"num_threads": 1}, {"num_threads": 1, "dtype": "float32"}]
+    label_cli.load_judge("tiny-random", num_threads=1, batch_size=20, dtype=None)
+    assert seen == [{"num_threads": 1}, {"num_threads": 1, "dtype": "float32"},
+                    {"num_threads": 1, "batch_size": 20}]
