@@ -79,6 +79,8 @@ class PreferenceLabel:
         cot, shots: chain-of-thought flag and number of exemplars.
         judge: the judge's name.
         rationales: CoT rationales ``(order ab, order ba)``, ``None`` without CoT.
+        dtype: the judge's compute dtype (:attr:`Judge.weights_dtype`, e.g. ``"float32"``);
+            ``None`` when unknown (a server backend, or a label written before this field).
     """
 
     id: str
@@ -93,6 +95,7 @@ class PreferenceLabel:
     shots: int
     judge: str
     rationales: tuple[str, str] | None = None
+    dtype: str | None = None
 
     @property
     def ai_choice(self) -> int:
@@ -124,7 +127,7 @@ class PreferenceLabel:
         if not isinstance(data, Mapping):
             raise ValueError(f"preference label must be a JSON object, got {type(data).__name__}")
         fields = set(cls.__dataclass_fields__)
-        missing = fields - set(data) - {"rationales"}
+        missing = fields - set(data) - {"rationales", "dtype"}  # both optional
         unknown = set(data) - fields
         if missing or unknown:
             raise ValueError(
@@ -308,6 +311,7 @@ def _make_label(pair: PreferencePair, judge: Judge, p_ab: float, p_ba: float, pr
         shots=shots,
         judge=judge.name,
         rationales=rationales,
+        dtype=judge.weights_dtype,
     )
 
 

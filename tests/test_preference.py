@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 
@@ -144,6 +145,18 @@ def test_label_json_round_trip():
     assert PreferenceLabel.from_json(label.to_dict()) == label
     with pytest.raises(ValueError, match="unknown"):
         PreferenceLabel.from_json({**label.to_dict(), "extra": 1})
+
+
+def test_label_records_the_judge_dtype_and_reads_labels_written_without_it(
+    tiny_model, tiny_tokenizer
+):
+    judge = TransformersJudge(tiny_model, tiny_tokenizer, dtype="float32")
+    (label,) = label_pairs(judge, [_pair()], progress=False)
+    assert label.dtype == "float32" == judge.weights_dtype
+    assert json.loads(label.to_json())["dtype"] == "float32"
+    old = {k: v for k, v in label.to_dict().items() if k != "dtype"}
+    assert PreferenceLabel.from_json(old).dtype is None
+    assert FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST).weights_dtype is None
 
 
 def test_tiny_model_label_matches_plain_scoring(tiny_model, tiny_tokenizer):

@@ -70,6 +70,12 @@ class Judge(ABC):
     #: Human-readable id of the judge model (recorded in preference labels).
     name: str = "judge"
 
+    @property
+    def weights_dtype(self) -> str | None:
+        """The dtype the judge computes in (``"float32"``, ``"bfloat16"``...), recorded in
+        preference labels; ``None`` when the backend does not know (a remote server)."""
+        return None
+
     @abstractmethod
     def render(self, messages: Sequence[Mapping[str, str]], assistant_prefix: str = "") -> str:
         """Render chat ``messages`` as the judge's prompt text, with the start of the

@@ -136,6 +136,7 @@ class VLLMJudge(TokenizerJudge):
         self.tokenizer = tokenizer
         self.name = name or os.fspath(model_spec)
         self.top_logprobs = top_logprobs
+        self._dtype = dtype
         self._sampling_cls = sampling_cls
         self._by_token_ids = _has_field(sampling_cls, "logprob_token_ids")
         options: dict[str, Any] = {
@@ -151,6 +152,11 @@ class VLLMJudge(TokenizerJudge):
         options.update(llm_kwargs)
         self.llm = llm_cls(**{k: v for k, v in options.items() if v is not None})
         self._stop_ids = self._pick_stop_ids()
+
+    @property
+    def weights_dtype(self) -> str | None:
+        """The ``dtype`` asked of vLLM (``None`` for vLLM's ``"auto"`` choice)."""
+        return None if self._dtype in (None, "auto") else str(self._dtype)
 
     # ----------------------------------------------------------------- tokenizer helpers
 
