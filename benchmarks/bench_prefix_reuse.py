@@ -7,7 +7,9 @@ interference from other processes):
 
 * ``reuse``: :func:`rewards.preference.label_pairs` (non-CoT): per pair, the prompt prefix
   shared by both orders (chat template, preamble, exemplars, ``Text - {post}``) runs once
-  and the two order-specific suffixes run from its KV cache in one batch of 2.
+  and the two order-specific suffixes run from its KV cache in one batch of 2. The judge's
+  cache of the previous pair's prefix is cleared before each timed call, so nothing is
+  carried from pair to pair (that is ``benchmarks/bench_prefix_memo.py``).
 * ``plain``: two full forward passes per pair (batch 1), one per order, each prompt
   tokenized as one string.
 
@@ -146,6 +148,10 @@ def time_methods(judge, pairs, args: argparse.Namespace) -> dict:
         best_reuse = best_plain = float("inf")
         for r in range(args.repeats):
             for method in (("reuse", "plain") if r % 2 == 0 else ("plain", "reuse")):
+                # Only the reuse WITHIN a pair is timed here: the judge's memo of the last
+                # prefix would otherwise hand a repeat the whole prefix of the same pair
+                # (reuse ACROSS pairs: benchmarks/bench_prefix_memo.py).
+                judge.clear_prefix_cache()
                 t = time.perf_counter()
                 if method == "reuse":
                     (label,) = label_pairs(judge, [pair], prompt=args.prompt,

@@ -72,6 +72,54 @@ def test_shared_prefix_path_equals_plain_path(which, batch_size, request):
     assert np.abs(shared - plain).max() < 1e-4
 
 
+def _prefix_tokens_run(judge: TransformersJudge, prefix: str) -> int:
+    """Tokens the prefix forward of one shared-prefix call runs (batch 1)."""
+    seen: list[int] = []
+
+    def count(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[0] == 1:
+            seen.append(ids.shape[1])
+
+    hook = judge.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        judge.next_token_logprobs_shared_prefix(prefix, SUFFIXES[:2], CANDIDATES)
+    finally:
+        hook.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
+def test_next_prefix_runs_only_past_the_tokens_it_shares_with_the_last_one(which, request):
+    base = request.getfixturevalue(which)
+    judge = TransformersJudge(base.model, base.tokenizer)
+    first = PREFIX
+    second = PREFIX.replace("cats and dogs", "a long walk in the rain")
+    common = 0
+    for a, b in zip(judge.encode(first), judge.encode(second), strict=False):
+        if a != b:
+            break
+        common += 1
+    assert 10 < common < len(judge.encode(second))
+    assert _prefix_tokens_run(judge, first) == len(judge.encode(first))
+    assert _prefix_tokens_run(judge, second) == len(judge.encode(second)) - common
+    assert _prefix_tokens_run(judge, second) == 1  # the same prefix again: one token runs
+    for prefix in (first, second, "Other header\n" + first):  # memo, diverging, no overlap
+        shared = judge.next_token_logprobs_shared_prefix(prefix, SUFFIXES, CANDIDATES)
+        plain = judge.next_token_logprobs([(prefix, s) for s in SUFFIXES], CANDIDATES)
+        assert np.abs(shared - plain).max() < 1e-4
+
+
+def test_prefix_reuse_can_be_switched_off_or_cleared(judge):
+    off = TransformersJudge(judge.model, judge.tokenizer, reuse_prefix=False)
+    n = len(off.encode(PREFIX))
+    assert _prefix_tokens_run(off, PREFIX) == n == _prefix_tokens_run(off, PREFIX)
+    on = TransformersJudge(judge.model, judge.tokenizer)
+    assert _prefix_tokens_run(on, PREFIX) == n
+    on.clear_prefix_cache()
+    assert _prefix_tokens_run(on, PREFIX) == n
+
+
 def test_segments_are_tokenized_separately_and_concatenated(judge):
     assert judge.encode(("ab", "c")) == judge.encode("ab") + judge.encode("c")
 

@@ -7,6 +7,9 @@
 * Shared-prefix path: the prefix runs once (batch 1) into a ``DynamicCache``; the cache is
   repeated along the batch (``batch_repeat_interleave``) and the RIGHT-padded suffixes run
   from it in one batch, reading the logits at each suffix's last real token.
+* Across calls the judge keeps the last prefix's cache: the next prefix runs only from the
+  first token where the two differ. Consecutive pairs of one labeling run share the chat
+  header, the preamble and the few-shot exemplars, so those run once per run, not per pair.
 * Everything runs under ``torch.inference_mode()``.
 """
 
@@ -78,6 +81,10 @@ class TransformersJudge(TokenizerJudge):
         exact_logits: recompute the candidates' logits in float32 from the lm_head input
             (default: when the model is not float32). Removes the bf16 rounding of the
             logits that matter; the forward pass itself stays in the model's dtype.
+        reuse_prefix: keep the last shared prefix's KV cache and start the next shared
+            prefix from the tokens the two have in common (module doc). The same token ids
+            run either way; the results differ only by float rounding. Call
+            :meth:`clear_prefix_cache` after changing the model's weights.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class TransformersJudge(TokenizerJudge):
         batch_size: int = 8,
         name: str | None = None,
         exact_logits: bool | None = None,
+        reuse_prefix: bool = True,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -132,6 +140,13 @@ class TransformersJudge(TokenizerJudge):
         self._has_logits_to_keep = "logits_to_keep" in params
         self._head_inputs: list[torch.Tensor] = []
         self._exact_head = self._setup_exact_head(exact_logits)
+        self.reuse_prefix = bool(reuse_prefix)
+        self._prefix_memo: tuple[list[int], Any] | None = None  # (token ids, KV cache)
+
+    @property
+    def weights_dtype(self) -> str:
+        """The model's parameter dtype, e.g. ``"float32"``."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
     def _setup_exact_head(self, exact_logits: bool | None) -> bool:
         """Whether candidate logits are recomputed in float32 from the lm_head input (only
@@ -299,9 +314,9 @@ class TransformersJudge(TokenizerJudge):
         self, prefix: str, suffixes: Sequence[str], candidates: Sequence[str]
     ) -> np.ndarray:
         """Run ``prefix`` once, then all suffixes from its KV cache (right-padded, batches of
-        ``batch_size``). Same token ids as ``next_token_logprobs([(prefix, s), ...])``."""
-        from transformers import DynamicCache
-
+        ``batch_size``). Same token ids as ``next_token_logprobs([(prefix, s), ...])``; the
+        part of ``prefix`` shared with the previous call's comes from its cache
+        (``reuse_prefix``)."""
         cand = self.candidate_ids(candidates)
         if len(suffixes) == 0:
             return np.zeros((0, len(cand)), dtype=np.float64)
@@ -310,15 +325,7 @@ class TransformersJudge(TokenizerJudge):
         n_prefix = len(prefix_ids)
         out = np.empty((len(suffixes), len(cand)), dtype=np.float64)
         with torch.inference_mode():
-            prefix_cache = DynamicCache(config=self.model.config)
-            self._forward(
-                input_ids=torch.tensor([prefix_ids], device=self.device),
-                attention_mask=torch.ones((1, n_prefix), dtype=torch.long, device=self.device),
-                position_ids=torch.arange(n_prefix, device=self.device)[None],
-                cache=prefix_cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
+            prefix_cache = self._prefix_cache(prefix_ids)
             chunks = [
                 list(range(s, min(s + self.batch_size, len(suffixes))))
                 for s in range(0, len(suffixes), self.batch_size)
@@ -329,6 +336,47 @@ class TransformersJudge(TokenizerJudge):
                 logp = self._suffix_logprobs(cache, n_prefix, [suffix_ids[i] for i in idx], cand)
                 out[idx] = logp.double().numpy()
         return out
+
+    def clear_prefix_cache(self) -> None:
+        """Forget the KV cache kept from the last shared prefix (``reuse_prefix``)."""
+        self._prefix_memo = None
+
+    def _prefix_cache(self, prefix_ids: list[int]) -> Any:
+        """A batch-1 ``DynamicCache`` holding ``prefix_ids``. With ``reuse_prefix``, the
+        positions it shares with the previous call's prefix are copied from that call's
+        cache (cut back to them) and only the rest runs; the result is kept for the next
+        call."""
+        from transformers import DynamicCache
+
+        n_prefix = len(prefix_ids)
+        start, cache = 0, None
+        memo = self._prefix_memo if self.reuse_prefix else None
+        if memo is not None:
+            common = 0
+            for a, b in zip(memo[0], prefix_ids, strict=False):
+                if a != b:
+                    break
+                common += 1
+            common = min(common, n_prefix - 1)  # run at least one token
+            if common > 0:
+                cache = copy.deepcopy(memo[1])
+                if _crop_to(cache, common):
+                    start = common
+                else:  # not a cache we can cut back: run the whole prefix
+                    cache = None
+        if cache is None:
+            cache = DynamicCache(config=self.model.config)
+        self._forward(
+            input_ids=torch.tensor([prefix_ids[start:]], device=self.device),
+            attention_mask=torch.ones((1, n_prefix), dtype=torch.long, device=self.device),
+            position_ids=torch.arange(start, n_prefix, device=self.device)[None],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        if self.reuse_prefix:
+            self._prefix_memo = (list(prefix_ids), copy.deepcopy(cache))
+        return cache
 
     def _suffix_logprobs(
         self, cache: Any, n_prefix: int, batch: list[list[int]], cand: list[int],
