@@ -104,6 +104,10 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _loss(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _cell(s: HalfScore) -> str:
     if s.z_acc is None:
         return "n/a"
@@ -124,7 +128,7 @@ def markdown_table(result: ChooseReport, info: dict[str, dict[str, Any]]) -> str
         method = c.method if c.symmetric else f"{c.method} (offset)"
         lines.append(
             f"| {mark} | {c.source} ({labeler}) | {method} | {_params(c)} | {_cell(c.choose)} | "
-            f"{c.choose.log_loss:.4f} | {_cell(c.report)} | {c.report.log_loss:.4f} |")
+            f"{_loss(c.choose.log_loss)} | {_cell(c.report)} | {_loss(c.report.log_loss)} |")
     return "\n".join(lines)
 
 

@@ -130,6 +130,8 @@ class AlignmentReport:
         n_duplicates: labels skipped because their ``id`` was already seen.
         labelers: distinct labeler configurations found (judge, prompt, cot, shots fields),
             as text.
+        dtypes: how many labels record each judge compute dtype (``dtype`` field, e.g.
+            ``{"bfloat16": 120, "float32": 223}``); labels without one are not counted.
     """
 
     source: str
@@ -146,6 +148,7 @@ class AlignmentReport:
     favoured_position: str
     n_duplicates: int = 0
     labelers: list[str] = field(default_factory=list)
+    dtypes: dict[str, int] = field(default_factory=dict)
 
     def format_table(self) -> str:
         """This report as a one-row table (see :func:`format_table`)."""
@@ -172,6 +175,7 @@ def alignment_report(labels: Iterable[object], source: str = "") -> AlignmentRep
     n = n_ties = 0
     n_position = same_first = same_second = 0
     labelers: list[str] = []
+    dtypes: dict[str, int] = {}
     for label in labels:
         label_id = label_field(label, "id")
         if label_id is not None:
@@ -183,6 +187,9 @@ def alignment_report(labels: Iterable[object], source: str = "") -> AlignmentRep
         labeler = _labeler(label)
         if labeler and labeler not in labelers:
             labelers.append(labeler)
+        dtype = label_field(label, "dtype")
+        if dtype is not None:
+            dtypes[str(dtype)] = dtypes.get(str(dtype), 0) + 1
 
         p_first = _probability(label, "p_first")
         human = _human_choice(label)
@@ -232,6 +239,7 @@ def alignment_report(labels: Iterable[object], source: str = "") -> AlignmentRep
         favoured_position=favoured,
         n_duplicates=n_duplicates,
         labelers=labelers,
+        dtypes=dtypes,
     )
 
 
@@ -316,11 +324,23 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _dtype_cell(r: AlignmentReport) -> str:
+    if not r.dtypes:
+        return "-"
+    unrecorded = r.n_labels - sum(r.dtypes.values())
+    if len(r.dtypes) == 1 and not unrecorded:
+        return next(iter(r.dtypes))
+    parts = [f"{k} {v}" for k, v in sorted(r.dtypes.items())]
+    return ", ".join(parts + ([f"unrecorded {unrecorded}"] if unrecorded else []))
+
+
 def format_table(reports: Sequence[AlignmentReport]) -> str:
     """A plain-text table, one row per report: N, z_acc with 95% CI, ties, position bias
-    (share of pairs preferring the same position in both orders), favoured position."""
+    (share of pairs preferring the same position in both orders), favoured position, and the
+    judge dtypes the labels record (``float32``, or counts when mixed; ``-`` when none
+    records one)."""
     header = ["labels", "N", "z_acc", "95% CI", "ties", "N(both orders)", "same position",
-              "favours"]
+              "favours", "dtype"]
     rows = [header]
     for r in reports:
         ci = "n/a" if r.ci_low is None else f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]"
@@ -333,6 +353,7 @@ def format_table(reports: Sequence[AlignmentReport]) -> str:
             str(r.n_position),
             _pct(r.position_bias),
             r.favoured_position if r.n_position else "n/a",
+            _dtype_cell(r),
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = []

@@ -154,3 +154,17 @@ def test_report_from_jsonl_and_table_show_the_numbers(tmp_path):
 def test_table_shows_n_a_for_a_file_without_human_choices():
     table = format_table([alignment_report([label("a", p_first=0.7)], source="x.jsonl")])
     assert "x.jsonl" in table and "n/a" in table
+
+
+def test_table_shows_the_recorded_judge_dtypes_and_how_many_labels_lack_one():
+    one = alignment_report([label("a", 0.7, 0, dtype="float32"),
+                            label("b", 0.2, 1, dtype="float32")])
+    mixed = alignment_report([label("a", 0.7, 0, dtype="float32"),
+                              label("b", 0.2, 1, dtype="bfloat16"), label("c", 0.6, 0)])
+    none = alignment_report([label("a", 0.7, 0)])
+    assert mixed.dtypes == {"float32": 1, "bfloat16": 1} and none.dtypes == {}
+    rows = format_table([one, mixed, none]).splitlines()
+    assert rows[0].split()[-1] == "dtype"
+    assert rows[2].endswith("float32") and "bfloat16" not in rows[2]
+    assert rows[3].endswith("bfloat16 1, float32 1, unrecorded 1")
+    assert rows[4].endswith(" -")
