@@ -1,5 +1,9 @@
 """Benchmark: chain-of-thought labeling with the judge's forward batch at its default (8
-prompts) vs one forward batch for all prompts of a labeling step (2 per pair).
+prompts) vs one forward batch for all prompts of a labeling step (2 per pair); or, with
+``--compare shared-prefix``, each CoT prompt prefilled in full (left-padded batch,
+``model.generate``) vs the prefix that both orders of a pair share (preamble + context) run
+once per pair and the decoding batched over all prompts
+(:meth:`TransformersJudge.generate_and_score`).
 
 ``label_pairs(batch_size=N)`` hands the judge 2N CoT prompts per step (both orders of N
 pairs). Before this benchmark the ``rlaif-gym label`` CLI did not pass ``--batch-size`` to
@@ -17,6 +21,9 @@ Example::
 
     PYTHONPATH=. python benchmarks/bench_judge_batch.py --task harmless --pairs 10 \\
         --batch-size 10 --threads 2 --out reports/judge_batch_qwen1.5b.json
+    PYTHONPATH=. python benchmarks/bench_judge_batch.py --task harmless --pairs 10 \\
+        --batch-size 10 --threads 2 --compare shared-prefix \\
+        --out reports/cot_shared_prefix_qwen1.5b.json
 """
 
 from __future__ import annotations
@@ -49,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--small-batch", type=int, default=8,
                    help="the judge's forward batch of the slow setting (default 8, the "
                         "TransformersJudge default)")
+    p.add_argument("--compare", default="batch", choices=["batch", "shared-prefix"],
+                   help="batch: judge batch --small-batch vs 2 x --batch-size; shared-prefix: "
+                        "both at 2 x --batch-size, each prompt prefilled in full (left-padded "
+                        "batch, model.generate) vs each pair's shared prefix run once "
+                        "(TransformersJudge.min_shared_prefix)")
     p.add_argument("--max-tokens", type=int, default=128, help="rationale tokens (default 128)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -74,14 +86,21 @@ def main(argv: list[str] | None = None) -> dict:
     judge = load_judge(args.judge, **options)
     pairs = load_preference_pairs(args.task, data_dir=args.data_dir, limit=args.pairs + 40)
     pairs = [p for p in pairs if pair_problem(p) is None][:args.pairs]
-    settings = {"small": args.small_batch, "one_batch": 2 * args.batch_size}
+    if args.compare == "batch":
+        settings = {"small": (args.small_batch, 16), "one_batch": (2 * args.batch_size, 16)}
+    else:  # min_shared_prefix beyond any prompt length: no prompt is grouped
+        settings = {"small": (2 * args.batch_size, 10**9), "one_batch": (2 * args.batch_size, 16)}
 
     def run(name: str, chunk: list) -> list:
-        judge.batch_size = settings[name]
+        judge.batch_size, judge.min_shared_prefix = settings[name]
         return list(label_pairs(judge, chunk, prompt=args.prompt, cot=True,
                                 cot_max_tokens=args.max_tokens, batch_size=len(chunk),
                                 progress=False))
 
+    if args.compare == "batch":
+        names = {k: f"judge batch {v[0]}" for k, v in settings.items()}
+    else:
+        names = {"small": "full prefill", "one_batch": "shared prefix"}
     run("one_batch", pairs[:1])  # warm-up, not timed
     total = {name: 0.0 for name in settings}
     labels: dict[str, list] = {name: [] for name in settings}
@@ -98,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
                     labels[name].extend(out)
         for name in settings:
             total[name] += fastest[name]
-        print(f"  step {k + 1}: judge batch {settings['small']}: {fastest['small']:.1f}s, "
-              f"judge batch {settings['one_batch']}: {fastest['one_batch']:.1f}s", flush=True)
+        print(f"  step {k + 1}: {names['small']}: {fastest['small']:.1f}s, "
+              f"{names['one_batch']}: {fastest['one_batch']:.1f}s", flush=True)
     p_small = np.array([x.p_first for x in labels["small"]])
     p_one = np.array([x.p_first for x in labels["one_batch"]])
     same = sum(a.rationales == b.rationales
@@ -109,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
         "judge": args.judge, "task": args.task, "prompt": args.prompt, "pairs": n,
         "pairs_per_step": args.batch_size, "max_tokens": args.max_tokens,
         "threads": args.threads, "dtype": str(judge.model.dtype).removeprefix("torch."),
-        "judge_batch_small": settings["small"], "judge_batch_one": settings["one_batch"],
+        "compare": args.compare, "settings": names,
+        "judge_batch_small": settings["small"][0], "judge_batch_one": settings["one_batch"][0],
         "repeats": args.repeats,
         "small_pairs_per_s": n / total["small"], "one_batch_pairs_per_s": n / total["one_batch"],
         "speedup": total["small"] / total["one_batch"],
@@ -119,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "PYTHONPATH=. python benchmarks/bench_judge_batch.py " + " ".join(
             argv if argv is not None else sys.argv[1:]),
     }
-    print(f"judge batch {settings['small']}: {result['small_pairs_per_s']:.4f} pairs/s; judge "
-          f"batch {settings['one_batch']}: {result['one_batch_pairs_per_s']:.4f} pairs/s -> "
+    print(f"{names['small']}: {result['small_pairs_per_s']:.4f} pairs/s; "
+          f"{names['one_batch']}: {result['one_batch_pairs_per_s']:.4f} pairs/s -> "
           f"{result['speedup']:.2f}x; identical rationales {same}/{n} pairs; same AI choice "
           f"{result['same_ai_choice']}/{n}; max |dP| {result['max_abs_diff_p_first']:.2e}")
     if args.out:

@@ -193,6 +193,46 @@ def test_generate_and_score_from_the_decoding_cache_equals_the_two_call_path(
     assert np.abs(cached - ref).max() < 1e-4
 
 
+@pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
+@pytest.mark.parametrize("batch_size", [8, 3])
+def test_generation_prompts_sharing_a_prefix_run_it_once_with_the_same_results(
+        which, batch_size, request):
+    base = request.getfixturevalue(which)
+    judge = TransformersJudge(base.model, base.tokenizer, batch_size=batch_size)
+    other = PREFIX.replace("cats and dogs", "the weather in a small town")
+    # two "pairs" (both orders each) and a prompt sharing nothing: groups of 2, 2 and 1
+    prompts = [PREFIX + SUFFIXES[0], PREFIX + SUFFIXES[1], other + SUFFIXES[1],
+               other + SUFFIXES[2], "hello there"]
+    ref_texts, ref = Judge.generate_and_score(judge, prompts, 6, _follow, CANDIDATES)
+    prefix_runs: list[int] = []
+
+    def count(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[0] == 1 and ids.shape[1] > 1:
+            prefix_runs.append(ids.shape[1])
+
+    hook = judge.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        texts, got = judge.generate_and_score(prompts, 6, _follow, CANDIDATES)
+    finally:
+        hook.remove()
+    assert texts == ref_texts == judge.generate(prompts, 6)
+    assert np.abs(got - ref).max() < 1e-4
+    shared = [len(judge.encode(PREFIX)), len(judge.encode(other))]
+    assert all(n >= s for n, s in zip(prefix_runs[:2], shared, strict=True))
+    assert len(prefix_runs) == 3  # one prefix run per group, not per prompt
+
+
+def test_shared_prefix_groups_keep_pairs_together_and_a_token_after_each_prefix():
+    from rewards.judges.transformers_judge import _shared_prefix_groups
+
+    a = list(range(40))
+    pairs = [a + [100], a + [101], a[:20] + [7] * 30, a[:20] + [7] * 30 + [5], [9, 9]]
+    assert _shared_prefix_groups(pairs, 16) == [(40, [0, 1]), (49, [2, 3]), (1, [4])]
+    assert _shared_prefix_groups([a, a], 16) == [(39, [0, 1])]  # identical: one token each
+    assert _shared_prefix_groups([a, a[:10] + [1]], 16) == [(39, [0]), (10, [1])]
+
+
 def test_generate_and_score_without_a_croppable_cache_runs_the_prompts_again(judge,
                                                                              monkeypatch):
     prompts = [PREFIX + SUFFIXES[0], "hello"]

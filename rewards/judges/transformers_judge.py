@@ -10,6 +10,11 @@
 * Across calls the judge keeps the last prefix's cache: the next prefix runs only from the
   first token where the two differ. Consecutive pairs of one labeling run share the chat
   header, the preamble and the few-shot exemplars, so those run once per run, not per pair.
+* Generation with scoring (:meth:`TransformersJudge.generate_and_score`, chain-of-thought
+  labels): consecutive prompts that start with the same tokens (both orders of a pair share
+  the preamble and the context) have that prefix run once; the prompts' own suffixes run from
+  the padded, stacked prefix caches in one batch and a greedy loop decodes all of them
+  together. Otherwise the prompts are left-padded into ``model.generate``.
 * Everything runs under ``torch.inference_mode()``.
 """
 
@@ -52,6 +57,36 @@ def _crop_to(cache: Any, length: int) -> bool:
     if extra > 0:
         cache.crop(-extra)
     return cache.get_seq_length() == length
+
+
+def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _shared_prefix_groups(encoded: Sequence[Sequence[int]],
+                          min_shared: int) -> list[tuple[int, list[int]]]:
+    """Runs of consecutive prompts that start with the same tokens: ``[(prefix length,
+    [indices])]`` in order. A prompt joins the run before it when it shares at least
+    ``min_shared`` tokens with it and the run's prefix does not get shorter (pairs of CoT
+    prompts, both orders of one pair, share their context; neighbouring pairs share only the
+    template and start a run of their own). Every prompt keeps at least one token after
+    its run's prefix."""
+    groups: list[tuple[int, list[int]]] = []
+    for i, ids in enumerate(encoded):
+        if groups:
+            p, members = groups[-1]
+            first = encoded[members[0]]
+            common = min(_common_prefix_len(first[:p], ids), len(ids) - 1)
+            if common >= min_shared and (len(members) == 1 or common >= p):
+                groups[-1] = (common, [*members, i])
+                continue
+        groups.append((len(ids) - 1, [i]))
+    return groups
 
 
 def _as_torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -141,6 +176,9 @@ class TransformersJudge(TokenizerJudge):
         self._head_inputs: list[torch.Tensor] = []
         self._exact_head = self._setup_exact_head(exact_logits)
         self.reuse_prefix = bool(reuse_prefix)
+        #: consecutive generation prompts sharing this many leading tokens run them once
+        #: (:meth:`generate_and_score`, e.g. both orders of a CoT pair)
+        self.min_shared_prefix = 16
         self._prefix_memo: tuple[list[int], Any] | None = None  # (token ids, KV cache)
 
     @property
@@ -438,29 +476,158 @@ class TransformersJudge(TokenizerJudge):
     ) -> tuple[list[str], np.ndarray]:
         """:meth:`Judge.generate_and_score` that scores from the decoding's KV cache, cut
         back to the prompts: only the continuations are run again. Same token ids as the
-        two-call default (the continuation is its own segment)."""
+        two-call default (the continuation is its own segment). Consecutive prompts sharing
+        at least :attr:`min_shared_prefix` leading tokens run that prefix once (module doc);
+        the results differ from the padded path only by float rounding."""
         _check_max_new_tokens(max_new_tokens)
         cand = self.candidate_ids(candidates)
         encoded = [self.encode(p) for p in prompts]
         texts: list[str] = [""] * len(encoded)
         out = np.empty((len(encoded), len(cand)), dtype=np.float64)
+        groups = _shared_prefix_groups(encoded, self.min_shared_prefix)
+        shared = any(len(members) > 1 for _, members in groups) and self._plain_dynamic_cache()
         with torch.inference_mode():
-            for idx in self._batches([len(e) for e in encoded]):
-                inputs = self._left_padded([encoded[i] for i in idx])
-                batch_texts, cache = self._greedy(inputs, max_new_tokens, keep_cache=True)
+            if shared:
+                batches = (self._decode_shared(encoded, chunk, max_new_tokens)
+                           for chunk in self._group_batches(groups))
+            else:
+                batches = (self._decode_padded(encoded, idx, max_new_tokens)
+                           for idx in self._batches([len(e) for e in encoded]))
+            for idx, batch_texts, cache, mask in batches:
                 suffixes = []
                 for row, i in enumerate(idx):
                     texts[i] = batch_texts[row]
                     suffixes.append(self.encode(continuation(i, texts[i])))
-                width = inputs["input_ids"].shape[1]
+                width = mask.shape[1]
                 if _crop_to(cache, width):  # the generated tokens dropped: the prompts remain
-                    logp = self._suffix_logprobs(cache, width, suffixes, cand,
-                                                 prefix_mask=inputs["attention_mask"])
+                    logp = self._suffix_logprobs(cache, width, suffixes, cand, prefix_mask=mask)
                 else:  # a cache we cannot cut: run prompt + continuation again
                     full = [encoded[i] + suffix for i, suffix in zip(idx, suffixes, strict=True)]
                     logp = self._last_logprobs(full, 1, cand)[:, -1]
                 out[idx] = logp.double().numpy()
         return texts, out
+
+    def _decode_padded(self, encoded: list[list[int]], idx: list[int], max_new_tokens: int
+                       ) -> tuple[list[int], list[str], Any, torch.Tensor]:
+        """Greedy-decode prompts ``idx`` left-padded in one batch (``model.generate``):
+        ``(idx, texts, KV cache, prompt attention mask)``."""
+        inputs = self._left_padded([encoded[i] for i in idx])
+        texts, cache = self._greedy(inputs, max_new_tokens, keep_cache=True)
+        return idx, texts, cache, inputs["attention_mask"]
+
+    def _group_batches(self, groups: list[tuple[int, list[int]]]
+                       ) -> Iterator[list[tuple[int, list[int]]]]:
+        """Whole groups, up to ``batch_size`` prompts per batch (a larger group alone)."""
+        chunk: list[tuple[int, list[int]]] = []
+        rows = 0
+        for group in groups:
+            if chunk and rows + len(group[1]) > self.batch_size:
+                yield chunk
+                chunk, rows = [], 0
+            chunk.append(group)
+            rows += len(group[1])
+        if chunk:
+            yield chunk
+
+    def _plain_dynamic_cache(self) -> bool:
+        """Whether this model's ``DynamicCache`` has only full-attention layers (which can
+        be padded, stacked and cut back exactly)."""
+        from transformers import DynamicCache
+
+        try:
+            layers = DynamicCache(config=self.model.config).layers
+        except Exception:  # noqa: BLE001 - an unusual config: keep the generic path
+            return False
+        return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+    def _decode_shared(self, encoded: list[list[int]], groups: list[tuple[int, list[int]]],
+                       max_new_tokens: int) -> tuple[list[int], list[str], Any, torch.Tensor]:
+        """Greedy-decode the prompts of ``groups`` in one batch, each group's shared prefix
+        run ONCE (batch 1) instead of once per prompt.
+
+        Row layout (width ``w_p + w_s``): ``[pad][group prefix][pad][prompt's own suffix]``,
+        the prefixes right-aligned at ``w_p`` and the suffixes at the end; the attention mask
+        is 0 on pads and position ids count real tokens, so every row sees exactly its
+        prompt. The prefixes' KV caches are padded and stacked, the suffixes run from them in
+        one forward, then greedy decoding continues from the last column. Returns ``(idx,
+        texts, KV cache, prompt attention mask)`` like :meth:`_decode_padded`."""
+        from transformers import DynamicCache
+
+        idx = [i for _, members in groups for i in members]
+        w_p = max(p for p, _ in groups)
+        w_s = max(len(encoded[i]) - p for p, members in groups for i in members)
+        b = len(idx)
+        mask = torch.zeros((b, w_p + w_s), dtype=torch.long)
+        suffix_ids = torch.full((b, w_s), self._pad_id, dtype=torch.long)
+        keys: list[list[torch.Tensor]] = []
+        values: list[list[torch.Tensor]] = []
+        row = 0
+        for p, members in groups:
+            prefix = DynamicCache(config=self.model.config)
+            self._forward(
+                input_ids=torch.tensor([encoded[members[0]][:p]], device=self.device),
+                attention_mask=torch.ones((1, p), dtype=torch.long, device=self.device),
+                position_ids=torch.arange(p, device=self.device)[None],
+                cache=prefix, use_cache=True, logits_to_keep=1,
+            )
+            for layer, cached in enumerate(prefix.layers):
+                if layer == len(keys):
+                    keys.append([])
+                    values.append([])
+                pad = (0, 0, w_p - p, 0)  # left-pad the sequence dimension
+                keys[layer].append(torch.nn.functional.pad(cached.keys, pad)
+                                   .expand(len(members), -1, -1, -1))
+                values[layer].append(torch.nn.functional.pad(cached.values, pad)
+                                     .expand(len(members), -1, -1, -1))
+            for i in members:
+                own = encoded[i][p:]
+                mask[row, w_p - p:w_p] = 1
+                mask[row, w_p + w_s - len(own):] = 1
+                suffix_ids[row, w_s - len(own):] = torch.tensor(own, dtype=torch.long)
+                row += 1
+        cache = DynamicCache(config=self.model.config)
+        for layer in range(len(keys)):
+            cache.update(torch.cat(keys[layer]), torch.cat(values[layer]), layer)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, _ = self._forward(
+            input_ids=suffix_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions[:, w_p:].to(self.device),
+            cache=cache, use_cache=True, logits_to_keep=1,
+        )
+        tokens = self._greedy_from(cache, mask, logits[:, -1], max_new_tokens)
+        texts = [self._decode_new(r) for r in tokens.tolist()]
+        return idx, texts, cache, mask
+
+    def _greedy_from(self, cache: Any, mask: torch.Tensor, logits: torch.Tensor,
+                     max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding continuing a batch whose prompts are in ``cache`` (attention
+        ``mask`` ``(b, width)``), ``logits`` ``(b, V)`` at their last position; like
+        ``model.generate``, a row that emits a stop token continues with padding and the
+        last token is not run. Returns the new tokens ``(b, steps)``."""
+        b = mask.shape[0]
+        stops = torch.tensor(self._stop_ids, dtype=torch.long)
+        done = torch.zeros(b, dtype=torch.bool)
+        position = mask.sum(-1, keepdim=True)
+        mask = mask.clone()
+        out = []
+        for step in range(max_new_tokens):
+            token = logits.float().argmax(-1).cpu()
+            token = torch.where(done, torch.full_like(token, self._pad_id), token)
+            out.append(token)
+            done |= torch.isin(token, stops)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones((b, 1), dtype=torch.long)], dim=1)
+            step_logits, _ = self._forward(
+                input_ids=token[:, None].to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=position.to(self.device),
+                cache=cache, use_cache=True, logits_to_keep=1,
+            )
+            logits = step_logits[:, -1]
+            position = position + 1
+        return torch.stack(out, dim=1)
 
     def _greedy(self, inputs: dict[str, torch.Tensor], max_new_tokens: int,
                 keep_cache: bool) -> tuple[list[str], Any]:
