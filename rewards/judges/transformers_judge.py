@@ -46,10 +46,7 @@ def _crop_to(cache: Any, length: int) -> bool:
     or static layers cannot be cut back exactly)."""
     from transformers import DynamicCache
 
-    if not isinstance(cache, DynamicCache):
-        return False
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+    if not isinstance(cache, DynamicCache) or not _only_full_attention_layers(cache):
         return False
     extra = cache.get_seq_length() - length
     if extra < 0:
@@ -57,6 +54,13 @@ def _crop_to(cache: Any, length: int) -> bool:
     if extra > 0:
         cache.crop(-extra)
     return cache.get_seq_length() == length
+
+
+def _only_full_attention_layers(cache: Any) -> bool:
+    """Whether every layer of a ``DynamicCache`` is a plain ``DynamicLayer`` (no sliding
+    window or static layers), so it can be cut back, padded and stacked exactly."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
 
 
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -390,12 +394,7 @@ class TransformersJudge(TokenizerJudge):
         start, cache = 0, None
         memo = self._prefix_memo if self.reuse_prefix else None
         if memo is not None:
-            common = 0
-            for a, b in zip(memo[0], prefix_ids, strict=False):
-                if a != b:
-                    break
-                common += 1
-            common = min(common, n_prefix - 1)  # run at least one token
+            common = min(_common_prefix_len(memo[0], prefix_ids), n_prefix - 1)  # run >= 1
             if common > 0:
                 cache = copy.deepcopy(memo[1])
                 if _crop_to(cache, common):
@@ -535,10 +534,10 @@ class TransformersJudge(TokenizerJudge):
         from transformers import DynamicCache
 
         try:
-            layers = DynamicCache(config=self.model.config).layers
+            cache = DynamicCache(config=self.model.config)
         except Exception:  # noqa: BLE001 - an unusual config: keep the generic path
             return False
-        return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+        return _only_full_attention_layers(cache)
 
     def _decode_shared(self, encoded: list[list[int]], groups: list[tuple[int, list[int]]],
                        max_new_tokens: int) -> tuple[list[int], list[str], Any, torch.Tensor]:
