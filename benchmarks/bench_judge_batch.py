@@ -3,7 +3,12 @@ prompts) vs one forward batch for all prompts of a labeling step (2 per pair); o
 ``--compare shared-prefix``, each CoT prompt prefilled in full (left-padded batch,
 ``model.generate``) vs the prefix that both orders of a pair share (preamble + context) run
 once per pair and the decoding batched over all prompts
-(:meth:`TransformersJudge.generate_and_score`).
+(:meth:`TransformersJudge.generate_and_score`); or, with ``--compare prefill``, both sharing
+that prefix, the three prefill costs it left: the prompts' own suffixes (the two responses in
+each order) in one forward padded to the longest (about 60% padding on HH pairs), every pair's
+prefix run in full (the preamble again each time) and the rationale run again to score the
+ending, against suffixes in length buckets, the template part of the prefixes run once (the
+prefix memo) and the rationale tokens kept in the decoding's cache.
 
 ``label_pairs(batch_size=N)`` hands the judge 2N CoT prompts per step (both orders of N
 pairs). Before this benchmark the ``rlaif-gym label`` CLI did not pass ``--batch-size`` to
@@ -24,6 +29,9 @@ Example::
     PYTHONPATH=. python benchmarks/bench_judge_batch.py --task harmless --pairs 10 \\
         --batch-size 10 --threads 2 --compare shared-prefix \\
         --out reports/cot_shared_prefix_qwen1.5b.json
+    PYTHONPATH=. python benchmarks/bench_judge_batch.py --task helpful --prompt detailed \\
+        --pairs 6 --batch-size 6 --threads 2 --compare prefill \\
+        --out reports/cot_prefill_qwen1.5b.json
 """
 
 from __future__ import annotations
@@ -56,11 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--small-batch", type=int, default=8,
                    help="the judge's forward batch of the slow setting (default 8, the "
                         "TransformersJudge default)")
-    p.add_argument("--compare", default="batch", choices=["batch", "shared-prefix"],
+    p.add_argument("--compare", default="batch", choices=["batch", "shared-prefix", "prefill"],
                    help="batch: judge batch --small-batch vs 2 x --batch-size; shared-prefix: "
                         "both at 2 x --batch-size, each prompt prefilled in full (left-padded "
                         "batch, model.generate) vs each pair's shared prefix run once "
-                        "(TransformersJudge.min_shared_prefix)")
+                        "(TransformersJudge.min_shared_prefix); prefill: both sharing the prefix, "
+                        "the suffixes in one forward padded to the longest, every group's "
+                        "prefix run in full and the rationale run again for scoring vs "
+                        "suffixes in length buckets, the template part of the prefixes run "
+                        "once and the rationale kept in the cache (suffix_buckets, "
+                        "reuse_prefix, reuse_generated)")
     p.add_argument("--max-tokens", type=int, default=128, help="rationale tokens (default 128)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -86,21 +99,31 @@ def main(argv: list[str] | None = None) -> dict:
     judge = load_judge(args.judge, **options)
     pairs = load_preference_pairs(args.task, data_dir=args.data_dir, limit=args.pairs + 40)
     pairs = [p for p in pairs if pair_problem(p) is None][:args.pairs]
+    # (judge batch, min_shared_prefix, suffix_buckets, reuse_prefix, reuse_generated)
+    two = 2 * args.batch_size
+    old = (False, False, False)  # the three prefill savings of --compare prefill, all off
     if args.compare == "batch":
-        settings = {"small": (args.small_batch, 16), "one_batch": (2 * args.batch_size, 16)}
-    else:  # min_shared_prefix beyond any prompt length: no prompt is grouped
-        settings = {"small": (2 * args.batch_size, 10**9), "one_batch": (2 * args.batch_size, 16)}
+        settings = {"small": (args.small_batch, 16, *old), "one_batch": (two, 16, *old)}
+    elif args.compare == "shared-prefix":  # min_shared_prefix beyond any prompt: no groups
+        settings = {"small": (two, 10**9, *old), "one_batch": (two, 16, *old)}
+    else:
+        settings = {"small": (two, 16, *old), "one_batch": (two, 16, True, True, True)}
 
     def run(name: str, chunk: list) -> list:
-        judge.batch_size, judge.min_shared_prefix = settings[name]
+        (judge.batch_size, judge.min_shared_prefix, judge.suffix_buckets,
+         judge.reuse_prefix, judge.reuse_generated) = settings[name]
+        judge.clear_prefix_cache()  # time each step on its own, no prefix kept from the last
         return list(label_pairs(judge, chunk, prompt=args.prompt, cot=True,
                                 cot_max_tokens=args.max_tokens, batch_size=len(chunk),
                                 progress=False))
 
     if args.compare == "batch":
         names = {k: f"judge batch {v[0]}" for k, v in settings.items()}
-    else:
+    elif args.compare == "shared-prefix":
         names = {"small": "full prefill", "one_batch": "shared prefix"}
+    else:
+        names = {"small": "padded suffixes, prefixes in full, rationale re-run",
+                 "one_batch": "length buckets, prefix memo, rationale kept"}
     run("one_batch", pairs[:1])  # warm-up, not timed
     total = {name: 0.0 for name in settings}
     labels: dict[str, list] = {name: [] for name in settings}

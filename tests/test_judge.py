@@ -195,10 +195,12 @@ def test_generate_and_score_from_the_decoding_cache_equals_the_two_call_path(
 
 @pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
 @pytest.mark.parametrize("batch_size", [8, 3])
+@pytest.mark.parametrize("reuse_prefix", [False, True])
 def test_generation_prompts_sharing_a_prefix_run_it_once_with_the_same_results(
-        which, batch_size, request):
+        which, batch_size, reuse_prefix, request):
     base = request.getfixturevalue(which)
-    judge = TransformersJudge(base.model, base.tokenizer, batch_size=batch_size)
+    judge = TransformersJudge(base.model, base.tokenizer, batch_size=batch_size,
+                              reuse_prefix=reuse_prefix)
     other = PREFIX.replace("cats and dogs", "the weather in a small town")
     # two "pairs" (both orders each) and a prompt sharing nothing: groups of 2, 2 and 1
     prompts = [PREFIX + SUFFIXES[0], PREFIX + SUFFIXES[1], other + SUFFIXES[1],
@@ -218,9 +220,63 @@ def test_generation_prompts_sharing_a_prefix_run_it_once_with_the_same_results(
         hook.remove()
     assert texts == ref_texts == judge.generate(prompts, 6)
     assert np.abs(got - ref).max() < 1e-4
-    shared = [len(judge.encode(PREFIX)), len(judge.encode(other))]
-    assert all(n >= s for n, s in zip(prefix_runs[:2], shared, strict=True))
+    first, second = judge.encode(PREFIX), judge.encode(other)
     assert len(prefix_runs) == 3  # one prefix run per group, not per prompt
+    assert prefix_runs[0] >= len(first)
+    if reuse_prefix:  # the template part the two groups share ran once
+        from rewards.judges.transformers_judge import _common_prefix_len, _shared_prefix_groups
+
+        groups = _shared_prefix_groups([judge.encode(p) for p in prompts], 16)
+        assert prefix_runs[1] == groups[1][0] - _common_prefix_len(first, second)
+    else:
+        assert prefix_runs[1] >= len(second)
+
+
+@pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
+@pytest.mark.parametrize("buckets", [True, False])
+def test_generation_suffixes_run_in_length_buckets_not_padded_to_the_longest(which, buckets,
+                                                                             request):
+    """Prompts whose own suffixes differ a lot in length: the suffix forward runs far fewer
+    tokens than rows x longest suffix, with the texts and scores of the plain path."""
+    base = request.getfixturevalue(which)
+    judge = TransformersJudge(base.model, base.tokenizer)
+    judge.suffix_buckets = buckets
+    short, long = "Summary 1 - a\nSummary 2 - b\nP=", "Summary 1 - " + "words " * 60 + "\nP="
+    prompts = [PREFIX + short, PREFIX + long, PREFIX + short.replace("a", "c"),
+               PREFIX + long.replace("words", "other")]
+    ref_texts, ref = Judge.generate_and_score(judge, prompts, 5, _follow, CANDIDATES)
+    batches: list[tuple[int, int]] = []
+
+    def count(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[0] > 1 and ids.shape[1] > 1 and not batches:
+            batches.append(tuple(ids.shape))
+
+    hook = judge.model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        texts, got = judge.generate_and_score(prompts, 5, _follow, CANDIDATES)
+    finally:
+        hook.remove()
+    assert texts == ref_texts == judge.generate(prompts, 5)
+    assert np.abs(got - ref).max() < 1e-4
+    rows, width = batches[0]  # the first suffix forward: the short suffixes only (buckets)
+    if buckets:
+        assert rows == 2 and width < len(judge.encode(long)) / 4
+    else:
+        assert rows == 4 and width > len(judge.encode(long)) / 2
+
+
+def test_length_buckets_cap_padding_and_cover_every_row():
+    from rewards.judges.transformers_judge import _length_buckets
+
+    assert _length_buckets([]) == []
+    assert _length_buckets([3, 5, 10, 18]) == [(0, 4)]  # short ones: slack keeps one run
+    lengths = [10, 20, 40, 45, 50, 100, 120, 400]
+    buckets = _length_buckets(lengths)
+    assert buckets == [(0, 2), (2, 5), (5, 7), (7, 8)]
+    assert [b[0] for b in buckets[1:]] == [b[1] for b in buckets[:-1]]
+    with pytest.raises(ValueError, match="sorted"):
+        _length_buckets([5, 3])
 
 
 def test_shared_prefix_groups_keep_pairs_together_and_a_token_after_each_prefix():
@@ -239,7 +295,7 @@ def test_generate_and_score_without_a_croppable_cache_runs_the_prompts_again(jud
     ref_texts, ref = Judge.generate_and_score(judge, prompts, 4, _follow, CANDIDATES)
     greedy = judge._greedy
     monkeypatch.setattr(judge, "_greedy", lambda inputs, n, keep_cache: (
-        greedy(inputs, n, keep_cache=False)[0], object()))
+        greedy(inputs, n, keep_cache=False)[0], object(), greedy(inputs, n, False)[2]))
     texts, got = judge.generate_and_score(prompts, 4, _follow, CANDIDATES)
     assert texts == ref_texts and np.abs(got - ref).max() < 1e-4
     with pytest.raises(ValueError, match="max_new_tokens"):
@@ -313,3 +369,40 @@ def test_exact_logits_fall_back_when_the_model_rescales_its_logits(tiny_tokenize
     expected = (ref.log_softmax(-1)[judge.candidate_ids(CANDIDATES)]).double().numpy()
     assert np.abs(judge.next_token_logprobs([text], CANDIDATES)[0] - expected).max() < 1e-5
     assert np.isfinite(got).all()
+
+
+def test_scoring_after_generation_keeps_the_generated_tokens_and_runs_only_the_rest(judge):
+    """A rationale that re-tokenizes to the generated tokens stays in the decoding's cache:
+    only the ending runs, with the scores of the two-call path."""
+    import copy
+
+    model = copy.deepcopy(judge.model)  # a head that emits ASCII bytes only, so the decoded
+    with torch.no_grad():  # text re-tokenizes to the same ids (byte-level tokenizer)
+        model.lm_head.weight[94:] = 0.0  # ids 0-93: the printable ASCII bytes
+    judge = TransformersJudge(model, judge.tokenizer)
+    prompts = [PREFIX + SUFFIXES[0], PREFIX + SUFFIXES[1], "hello"]
+
+    def whole(i: int, generated: str) -> str:  # the rationale, then the ending
+        return f"{generated}\nP="
+
+    ref_texts, ref = Judge.generate_and_score(judge, prompts, 8, whole, CANDIDATES)
+    widths: dict[bool, list[int]] = {True: [], False: []}
+    for reuse in (True, False):
+        judge.reuse_generated = reuse
+        judge.clear_prefix_cache()
+
+        def count(module, args, kwargs, reuse=reuse):
+            ids = kwargs.get("input_ids")
+            if ids is not None:
+                widths[reuse].append(ids.shape[1])
+
+        hook = judge.model.register_forward_pre_hook(count, with_kwargs=True)
+        try:
+            texts, got = judge.generate_and_score(prompts, 8, whole, CANDIDATES)
+        finally:
+            hook.remove()
+        assert texts == ref_texts
+        assert np.abs(got - ref).max() < 1e-4
+    longest = max(len(judge.encode(whole(0, t))) for t in ref_texts)
+    assert widths[False][-1] >= longest > 4  # the scoring forward: whole continuations
+    assert widths[True][-1] <= len(judge.encode("\nP=")) + 1  # only the ending ran

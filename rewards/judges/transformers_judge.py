@@ -12,9 +12,12 @@
   header, the preamble and the few-shot exemplars, so those run once per run, not per pair.
 * Generation with scoring (:meth:`TransformersJudge.generate_and_score`, chain-of-thought
   labels): consecutive prompts that start with the same tokens (both orders of a pair share
-  the preamble and the context) have that prefix run once; the prompts' own suffixes run from
-  the padded, stacked prefix caches in one batch and a greedy loop decodes all of them
-  together. Otherwise the prompts are left-padded into ``model.generate``.
+  the preamble and the context) have that prefix run once, and the part it shares with the
+  previous prefix (the template) comes from the prefix memo above. The prompts' own suffixes
+  run from the padded, stacked prefix caches, sorted by length in buckets of similar length
+  (padding all of them to the longest wasted ~60% of that forward on HH pairs), and a greedy
+  loop decodes the whole batch together. Otherwise the prompts are left-padded into
+  ``model.generate``.
 * Everything runs under ``torch.inference_mode()``.
 """
 
@@ -91,6 +94,24 @@ def _shared_prefix_groups(encoded: Sequence[Sequence[int]],
                 continue
         groups.append((len(ids) - 1, [i]))
     return groups
+
+
+def _length_buckets(lengths: Sequence[int], ratio: float = 1.25, slack: int = 16
+                    ) -> list[tuple[int, int]]:
+    """Split ascending ``lengths`` into contiguous ``[lo, hi)`` runs padded to their longest
+    member: a run ends before the first length above ``ratio`` times its first length plus
+    ``slack`` tokens, so no run is more than about a fifth padding (short ones may be)."""
+    if any(b < a for a, b in zip(lengths, lengths[1:], strict=False)):
+        raise ValueError("lengths must be sorted ascending")
+    buckets: list[tuple[int, int]] = []
+    lo = 0
+    for k, n in enumerate(lengths):
+        if k > lo and n > lengths[lo] * ratio + slack:
+            buckets.append((lo, k))
+            lo = k
+    if lengths:
+        buckets.append((lo, len(lengths)))
+    return buckets
 
 
 def _as_torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -183,6 +204,12 @@ class TransformersJudge(TokenizerJudge):
         #: consecutive generation prompts sharing this many leading tokens run them once
         #: (:meth:`generate_and_score`, e.g. both orders of a CoT pair)
         self.min_shared_prefix = 16
+        #: run those prompts' own suffixes in buckets of similar length (:func:`_length_buckets`)
+        #: instead of one forward padded to the longest (False: the single padded forward)
+        self.suffix_buckets = True
+        #: score a chain-of-thought continuation from the decoding's cache with the rationale
+        #: tokens it generated kept (False: cut back to the prompt, run the continuation)
+        self.reuse_generated = True
         self._prefix_memo: tuple[list[int], Any] | None = None  # (token ids, KV cache)
 
     @property
@@ -461,7 +488,7 @@ class TransformersJudge(TokenizerJudge):
         with torch.inference_mode():
             for idx in self._batches([len(e) for e in encoded]):
                 inputs = self._left_padded([encoded[i] for i in idx])
-                texts, _ = self._greedy(inputs, max_new_tokens, keep_cache=False)
+                texts, _, _ = self._greedy(inputs, max_new_tokens, keep_cache=False)
                 for row, i in enumerate(idx):
                     out[i] = texts[row]
         return out
@@ -473,11 +500,13 @@ class TransformersJudge(TokenizerJudge):
         continuation: Callable[[int, str], str],
         candidates: Sequence[str],
     ) -> tuple[list[str], np.ndarray]:
-        """:meth:`Judge.generate_and_score` that scores from the decoding's KV cache, cut
-        back to the prompts: only the continuations are run again. Same token ids as the
-        two-call default (the continuation is its own segment). Consecutive prompts sharing
-        at least :attr:`min_shared_prefix` leading tokens run that prefix once (module doc);
-        the results differ from the padded path only by float rounding."""
+        """:meth:`Judge.generate_and_score` that scores from the decoding's KV cache: the
+        leading tokens of each continuation that are the tokens it generated (the rationale,
+        re-tokenized) stay in the cache and only the rest runs (``reuse_generated``; else the
+        cache is cut back to the prompts and the whole continuation runs). Same token ids as
+        the two-call default (the continuation is its own segment). Consecutive prompts
+        sharing at least :attr:`min_shared_prefix` leading tokens run that prefix once
+        (module doc); the results differ from the padded path only by float rounding."""
         _check_max_new_tokens(max_new_tokens)
         cand = self.candidate_ids(candidates)
         encoded = [self.encode(p) for p in prompts]
@@ -492,27 +521,59 @@ class TransformersJudge(TokenizerJudge):
             else:
                 batches = (self._decode_padded(encoded, idx, max_new_tokens)
                            for idx in self._batches([len(e) for e in encoded]))
-            for idx, batch_texts, cache, mask in batches:
+            for idx, batch_texts, cache, mask, generated in batches:
                 suffixes = []
                 for row, i in enumerate(idx):
                     texts[i] = batch_texts[row]
                     suffixes.append(self.encode(continuation(i, texts[i])))
                 width = mask.shape[1]
-                if _crop_to(cache, width):  # the generated tokens dropped: the prompts remain
+                logp = None
+                if self.reuse_generated:  # the rationale tokens stay in the cache
+                    logp = self._score_after_generated(cache, mask, generated, suffixes, cand)
+                if logp is None and _crop_to(cache, width):  # back to the prompts
                     logp = self._suffix_logprobs(cache, width, suffixes, cand, prefix_mask=mask)
-                else:  # a cache we cannot cut: run prompt + continuation again
+                if logp is None:  # a cache we cannot cut: run prompt + continuation again
                     full = [encoded[i] + suffix for i, suffix in zip(idx, suffixes, strict=True)]
                     logp = self._last_logprobs(full, 1, cand)[:, -1]
                 out[idx] = logp.double().numpy()
         return texts, out
 
     def _decode_padded(self, encoded: list[list[int]], idx: list[int], max_new_tokens: int
-                       ) -> tuple[list[int], list[str], Any, torch.Tensor]:
+                       ) -> tuple[list[int], list[str], Any, torch.Tensor, torch.Tensor]:
         """Greedy-decode prompts ``idx`` left-padded in one batch (``model.generate``):
-        ``(idx, texts, KV cache, prompt attention mask)``."""
+        ``(idx, texts, KV cache, prompt attention mask, new token ids (b, steps))``."""
         inputs = self._left_padded([encoded[i] for i in idx])
-        texts, cache = self._greedy(inputs, max_new_tokens, keep_cache=True)
-        return idx, texts, cache, inputs["attention_mask"]
+        texts, cache, tokens = self._greedy(inputs, max_new_tokens, keep_cache=True)
+        return idx, texts, cache, inputs["attention_mask"], tokens
+
+    def _score_after_generated(self, cache: Any, mask: torch.Tensor, generated: torch.Tensor,
+                               suffixes: list[list[int]], cand: list[int]
+                               ) -> torch.Tensor | None:
+        """Candidate log-probabilities after each continuation ``suffixes[r]``, keeping in
+        ``cache`` the generated tokens that continuation starts with: ``cache`` holds the
+        prompts (attention ``mask`` ``(b, width)``) and then the decoded tokens
+        ``generated`` ``(b, steps)`` but the last. Row ``r`` keeps the longest common prefix
+        of the two (at least one continuation token still runs); the other generated columns
+        are masked out and the remaining continuation tokens run. None (cache untouched)
+        when the cache is not a plain full-attention ``DynamicCache`` or its length does not
+        match."""
+        from transformers import DynamicCache
+
+        if not isinstance(cache, DynamicCache) or not _only_full_attention_layers(cache):
+            return None
+        width = mask.shape[1]
+        cached = cache.get_seq_length() - width
+        if cached < 0 or cached > generated.shape[1]:
+            return None
+        gen = generated[:, :cached].tolist()
+        keep = [min(_common_prefix_len(g, s), len(s) - 1)
+                for g, s in zip(gen, suffixes, strict=True)]
+        full_mask = torch.zeros((len(suffixes), width + cached), dtype=torch.long)
+        full_mask[:, :width] = mask.cpu()
+        for row, k in enumerate(keep):
+            full_mask[row, width:width + k] = 1
+        rest = [s[k:] for s, k in zip(suffixes, keep, strict=True)]
+        return self._suffix_logprobs(cache, width + cached, rest, cand, prefix_mask=full_mask)
 
     def _group_batches(self, groups: list[tuple[int, list[int]]]
                        ) -> Iterator[list[tuple[int, list[int]]]]:
@@ -540,63 +601,79 @@ class TransformersJudge(TokenizerJudge):
         return _only_full_attention_layers(cache)
 
     def _decode_shared(self, encoded: list[list[int]], groups: list[tuple[int, list[int]]],
-                       max_new_tokens: int) -> tuple[list[int], list[str], Any, torch.Tensor]:
+                       max_new_tokens: int
+                       ) -> tuple[list[int], list[str], Any, torch.Tensor, torch.Tensor]:
         """Greedy-decode the prompts of ``groups`` in one batch, each group's shared prefix
-        run ONCE (batch 1) instead of once per prompt.
+        run ONCE (batch 1, from the prefix memo, so the template part that neighbouring
+        groups share runs once per run) instead of once per prompt.
 
         Row layout (width ``w_p + w_s``): ``[pad][group prefix][pad][prompt's own suffix]``,
         the prefixes right-aligned at ``w_p`` and the suffixes at the end; the attention mask
         is 0 on pads and position ids count real tokens, so every row sees exactly its
-        prompt. The prefixes' KV caches are padded and stacked, the suffixes run from them in
-        one forward, then greedy decoding continues from the last column. Returns ``(idx,
-        texts, KV cache, prompt attention mask)`` like :meth:`_decode_padded`."""
+        prompt. The prefixes' KV caches are padded and stacked; the suffixes run from them
+        sorted by length, in buckets of similar length (:func:`_length_buckets`; one padded
+        forward would spend most of its compute on padding when response lengths differ),
+        and the buckets' caches are padded to ``w_s`` between prefix and suffix. Greedy
+        decoding then continues from the last column. Returns ``(idx, texts, KV cache,
+        prompt attention mask, new token ids)`` like :meth:`_decode_padded`, rows sorted by
+        suffix length."""
         from transformers import DynamicCache
 
-        idx = [i for _, members in groups for i in members]
         w_p = max(p for p, _ in groups)
-        w_s = max(len(encoded[i]) - p for p, members in groups for i in members)
+        rows = [(i, g) for g, (_, members) in enumerate(groups) for i in members]
+        own = {i: encoded[i][groups[g][0]:] for i, g in rows}
+        rows.sort(key=lambda row: len(own[row[0]]))  # stable: pairs stay in order
+        idx = [i for i, _ in rows]
+        w_s = len(own[idx[-1]])
         b = len(idx)
-        mask = torch.zeros((b, w_p + w_s), dtype=torch.long)
-        suffix_ids = torch.full((b, w_s), self._pad_id, dtype=torch.long)
-        keys: list[list[torch.Tensor]] = []
-        values: list[list[torch.Tensor]] = []
-        row = 0
+        prefix_kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # [group][layer]
         for p, members in groups:
-            prefix = DynamicCache(config=self.model.config)
-            self._forward(
-                input_ids=torch.tensor([encoded[members[0]][:p]], device=self.device),
-                attention_mask=torch.ones((1, p), dtype=torch.long, device=self.device),
-                position_ids=torch.arange(p, device=self.device)[None],
-                cache=prefix, use_cache=True, logits_to_keep=1,
-            )
-            for layer, cached in enumerate(prefix.layers):
-                if layer == len(keys):
-                    keys.append([])
-                    values.append([])
-                pad = (0, 0, w_p - p, 0)  # left-pad the sequence dimension
-                keys[layer].append(torch.nn.functional.pad(cached.keys, pad)
-                                   .expand(len(members), -1, -1, -1))
-                values[layer].append(torch.nn.functional.pad(cached.values, pad)
-                                     .expand(len(members), -1, -1, -1))
-            for i in members:
-                own = encoded[i][p:]
-                mask[row, w_p - p:w_p] = 1
-                mask[row, w_p + w_s - len(own):] = 1
-                suffix_ids[row, w_s - len(own):] = torch.tensor(own, dtype=torch.long)
-                row += 1
-        cache = DynamicCache(config=self.model.config)
-        for layer in range(len(keys)):
-            cache.update(torch.cat(keys[layer]), torch.cat(values[layer]), layer)
+            prefix = self._prefix_cache(encoded[members[0]][:p])
+            pad = (0, 0, w_p - p, 0)  # left-pad the sequence dimension
+            prefix_kv.append([(torch.nn.functional.pad(layer.keys, pad),
+                               torch.nn.functional.pad(layer.values, pad))
+                              for layer in prefix.layers])
+        mask = torch.zeros((b, w_p + w_s), dtype=torch.long)
+        for row, (i, g) in enumerate(rows):
+            mask[row, w_p - groups[g][0]:w_p] = 1
+            mask[row, w_p + w_s - len(own[i]):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, _ = self._forward(
-            input_ids=suffix_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions[:, w_p:].to(self.device),
-            cache=cache, use_cache=True, logits_to_keep=1,
-        )
-        tokens = self._greedy_from(cache, mask, logits[:, -1], max_new_tokens)
+        n_layers = len(prefix_kv[0])
+        keys: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+        values: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
+        last_logits = []
+        buckets = _length_buckets([len(own[i]) for i in idx]) if self.suffix_buckets else [(0, b)]
+        for lo, hi in buckets:
+            w_k = len(own[idx[hi - 1]])
+            cache = DynamicCache(config=self.model.config)
+            for layer in range(n_layers):
+                cache.update(torch.cat([prefix_kv[g][layer][0] for _, g in rows[lo:hi]]),
+                             torch.cat([prefix_kv[g][layer][1] for _, g in rows[lo:hi]]),
+                             layer)
+            suffix_ids = torch.full((hi - lo, w_k), self._pad_id, dtype=torch.long)
+            for r, (i, _) in enumerate(rows[lo:hi]):
+                suffix_ids[r, w_k - len(own[i]):] = torch.tensor(own[i], dtype=torch.long)
+            cols = torch.cat([torch.arange(w_p), torch.arange(w_p + w_s - w_k, w_p + w_s)])
+            logits, _ = self._forward(
+                input_ids=suffix_ids.to(self.device),
+                attention_mask=mask[lo:hi, cols].to(self.device),
+                position_ids=positions[lo:hi, w_p + w_s - w_k:].to(self.device),
+                cache=cache, use_cache=True, logits_to_keep=1,
+            )
+            last_logits.append(logits[:, -1])
+            for layer, cached in enumerate(cache.layers):
+                gap = (0, 0, w_s - w_k, 0)  # pad between the prefix and this bucket's suffix
+                keys[layer].append(torch.cat([cached.keys[:, :, :w_p], torch.nn.functional.pad(
+                    cached.keys[:, :, w_p:], gap)], dim=2))
+                values[layer].append(torch.cat([cached.values[:, :, :w_p],
+                                                torch.nn.functional.pad(
+                                                    cached.values[:, :, w_p:], gap)], dim=2))
+        cache = DynamicCache(config=self.model.config)
+        for layer in range(n_layers):
+            cache.update(torch.cat(keys[layer]), torch.cat(values[layer]), layer)
+        tokens = self._greedy_from(cache, mask, torch.cat(last_logits), max_new_tokens)
         texts = [self._decode_new(r) for r in tokens.tolist()]
-        return idx, texts, cache, mask
+        return idx, texts, cache, mask, tokens
 
     def _greedy_from(self, cache: Any, mask: torch.Tensor, logits: torch.Tensor,
                      max_new_tokens: int) -> torch.Tensor:
@@ -629,8 +706,9 @@ class TransformersJudge(TokenizerJudge):
         return torch.stack(out, dim=1)
 
     def _greedy(self, inputs: dict[str, torch.Tensor], max_new_tokens: int,
-                keep_cache: bool) -> tuple[list[str], Any]:
-        """Greedy-decode one left-padded batch: ``(texts, KV cache or None)``."""
+                keep_cache: bool) -> tuple[list[str], Any, torch.Tensor]:
+        """Greedy-decode one left-padded batch: ``(texts, KV cache or None, new token ids
+        (b, steps))``."""
         inputs = dict(inputs)
         inputs.pop("position_ids")  # generate derives them from the attention mask
         width = inputs["input_ids"].shape[1]
@@ -650,9 +728,11 @@ class TransformersJudge(TokenizerJudge):
         new_tokens = result.sequences[:, width:].cpu()
         texts = [self._decode_new(row.tolist()) for row in new_tokens]
         if not keep_cache:
-            return texts, None
+            return texts, None, new_tokens
         cache = getattr(result, "cache", None)  # transformers 5.x; 4.x: past_key_values
-        return texts, cache if cache is not None else getattr(result, "past_key_values", None)
+        if cache is None:
+            cache = getattr(result, "past_key_values", None)
+        return texts, cache, new_tokens
 
     def _decode_new(self, ids: list[int]) -> str:
         stops = set(self._stop_ids)
