@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -72,21 +75,29 @@ def test_shared_prefix_path_equals_plain_path(which, batch_size, request):
     assert np.abs(shared - plain).max() < 1e-4
 
 
-def _prefix_tokens_run(judge: TransformersJudge, prefix: str) -> int:
-    """Tokens the prefix forward of one shared-prefix call runs (batch 1)."""
-    seen: list[int] = []
+@contextlib.contextmanager
+def _forward_shapes(model: torch.nn.Module) -> Iterator[list[tuple[int, int]]]:
+    """The ``input_ids`` shape ``(rows, tokens)`` of every forward of ``model`` inside the
+    block, in order."""
+    shapes: list[tuple[int, int]] = []
 
-    def count(module, args, kwargs):
+    def record(module, args, kwargs):
         ids = kwargs.get("input_ids")
-        if ids is not None and ids.shape[0] == 1:
-            seen.append(ids.shape[1])
+        if ids is not None:
+            shapes.append(tuple(ids.shape))
 
-    hook = judge.model.register_forward_pre_hook(count, with_kwargs=True)
+    hook = model.register_forward_pre_hook(record, with_kwargs=True)
     try:
-        judge.next_token_logprobs_shared_prefix(prefix, SUFFIXES[:2], CANDIDATES)
+        yield shapes
     finally:
         hook.remove()
-    return seen[0]
+
+
+def _prefix_tokens_run(judge: TransformersJudge, prefix: str) -> int:
+    """Tokens the prefix forward of one shared-prefix call runs (batch 1)."""
+    with _forward_shapes(judge.model) as shapes:
+        judge.next_token_logprobs_shared_prefix(prefix, SUFFIXES[:2], CANDIDATES)
+    return next(n for rows, n in shapes if rows == 1)
 
 
 @pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
@@ -206,18 +217,9 @@ def test_generation_prompts_sharing_a_prefix_run_it_once_with_the_same_results(
     prompts = [PREFIX + SUFFIXES[0], PREFIX + SUFFIXES[1], other + SUFFIXES[1],
                other + SUFFIXES[2], "hello there"]
     ref_texts, ref = Judge.generate_and_score(judge, prompts, 6, _follow, CANDIDATES)
-    prefix_runs: list[int] = []
-
-    def count(module, args, kwargs):
-        ids = kwargs.get("input_ids")
-        if ids is not None and ids.shape[0] == 1 and ids.shape[1] > 1:
-            prefix_runs.append(ids.shape[1])
-
-    hook = judge.model.register_forward_pre_hook(count, with_kwargs=True)
-    try:
+    with _forward_shapes(judge.model) as shapes:
         texts, got = judge.generate_and_score(prompts, 6, _follow, CANDIDATES)
-    finally:
-        hook.remove()
+    prefix_runs = [n for rows, n in shapes if rows == 1 and n > 1]
     assert texts == ref_texts == judge.generate(prompts, 6)
     assert np.abs(got - ref).max() < 1e-4
     first, second = judge.encode(PREFIX), judge.encode(other)
@@ -245,18 +247,9 @@ def test_generation_suffixes_run_in_length_buckets_not_padded_to_the_longest(whi
     prompts = [PREFIX + short, PREFIX + long, PREFIX + short.replace("a", "c"),
                PREFIX + long.replace("words", "other")]
     ref_texts, ref = Judge.generate_and_score(judge, prompts, 5, _follow, CANDIDATES)
-    batches: list[tuple[int, int]] = []
-
-    def count(module, args, kwargs):
-        ids = kwargs.get("input_ids")
-        if ids is not None and ids.shape[0] > 1 and ids.shape[1] > 1 and not batches:
-            batches.append(tuple(ids.shape))
-
-    hook = judge.model.register_forward_pre_hook(count, with_kwargs=True)
-    try:
+    with _forward_shapes(judge.model) as shapes:
         texts, got = judge.generate_and_score(prompts, 5, _follow, CANDIDATES)
-    finally:
-        hook.remove()
+    batches = [(rows, n) for rows, n in shapes if rows > 1 and n > 1]
     assert texts == ref_texts == judge.generate(prompts, 5)
     assert np.abs(got - ref).max() < 1e-4
     rows, width = batches[0]  # the first suffix forward: the short suffixes only (buckets)
@@ -390,17 +383,9 @@ def test_scoring_after_generation_keeps_the_generated_tokens_and_runs_only_the_r
     for reuse in (True, False):
         judge.reuse_generated = reuse
         judge.clear_prefix_cache()
-
-        def count(module, args, kwargs, reuse=reuse):
-            ids = kwargs.get("input_ids")
-            if ids is not None:
-                widths[reuse].append(ids.shape[1])
-
-        hook = judge.model.register_forward_pre_hook(count, with_kwargs=True)
-        try:
+        with _forward_shapes(judge.model) as shapes:
             texts, got = judge.generate_and_score(prompts, 8, whole, CANDIDATES)
-        finally:
-            hook.remove()
+        widths[reuse] = [n for _, n in shapes]
         assert texts == ref_texts
         assert np.abs(got - ref).max() < 1e-4
     longest = max(len(judge.encode(whole(0, t))) for t in ref_texts)
