@@ -23,13 +23,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _report import command_line, write_json  # benchmarks/ is first on sys.path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -134,16 +134,14 @@ def main(argv: list[str] | None = None) -> dict:
                                                             strict=True)),
         "n_prompts": len(prompts),
         "max_abs_diff_p_label1": float(diff.max()), "mean_abs_diff_p_label1": float(diff.mean()),
-        "command": "PYTHONPATH=. python benchmarks/bench_cot_cache.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
     }
     print(f"cached: {result['cached_pairs_per_s']:.3f} pairs/s, plain: "
           f"{result['plain_pairs_per_s']:.3f} pairs/s -> {result['speedup']:.2f}x; identical "
           f"rationales {result['identical_rationales']}/{len(prompts)}; max |dP(1)| "
           f"{result['max_abs_diff_p_label1']:.2e} (mean {result['mean_abs_diff_p_label1']:.2e})")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.out, result)
     return result
 
 

@@ -18,12 +18,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _report import write_json  # benchmarks/ is first on sys.path
 
 from rlaif_gym.models import cpu_has_native_bf16, load_causal_lm
 
@@ -78,8 +78,7 @@ def main() -> None:
           f"{result['prefill_ratio_bf16_over_fp32']:.2f}x, decode "
           f"{result['decode_ratio_bf16_over_fp32']:.2f}x")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result, indent=2)
 
 
 if __name__ == "__main__":

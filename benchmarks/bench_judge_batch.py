@@ -37,13 +37,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _report import command_line, write_json  # benchmarks/ is first on sys.path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -159,16 +159,14 @@ def main(argv: list[str] | None = None) -> dict:
         "pairs_with_identical_rationales": same,
         "max_abs_diff_p_first": float(np.abs(p_small - p_one).max()),
         "same_ai_choice": int(((p_small > 0.5) == (p_one > 0.5)).sum()),
-        "command": "PYTHONPATH=. python benchmarks/bench_judge_batch.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
     }
     print(f"{names['small']}: {result['small_pairs_per_s']:.4f} pairs/s; "
           f"{names['one_batch']}: {result['one_batch_pairs_per_s']:.4f} pairs/s -> "
           f"{result['speedup']:.2f}x; identical rationales {same}/{n} pairs; same AI choice "
           f"{result['same_ai_choice']}/{n}; max |dP| {result['max_abs_diff_p_first']:.2e}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.out, result)
     return result
 
 

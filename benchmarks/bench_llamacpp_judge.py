@@ -27,7 +27,6 @@ grows with the prompt length beyond the forward pass itself.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -47,6 +46,7 @@ from rewards.judges.llamacpp_server import (  # noqa: E402
 from rlaif_gym.data import format_tldr_post, load_tldr_posts  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_json  # noqa: E402
 from _stats import pearson, spearman  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,8 +180,7 @@ def main() -> None:
           f"max {result['expected_score_max_abs_diff']:.4f}")
     print(f"Pearson {result['pearson']:.4f}, Spearman {result['spearman']:.4f}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(args.out, result, indent=2)
         print(f"wrote {args.out}")
 
 

@@ -24,13 +24,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _report import command_line, write_json  # benchmarks/ is first on sys.path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -129,16 +129,14 @@ def main(argv: list[str] | None = None) -> dict:
         "mean_shared_prefix_tokens": prefix_tokens,
         "mean_tokens_in_common_with_previous_pair": common_tokens,
         "max_abs_diff_soft_label": float(diff),
-        "command": "PYTHONPATH=. python benchmarks/bench_prefix_memo.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
     }
     print(f"memo: {result['memo_pairs_per_s']:.4f} pairs/s, no memo: "
           f"{result['no_memo_pairs_per_s']:.4f} pairs/s -> {result['speedup']:.2f}x; prefix "
           f"{prefix_tokens:.0f} tokens, {common_tokens:.0f} in common with the previous pair; "
           f"max |dP| {diff:.2e}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.out, result)
     return result
 
 

@@ -30,13 +30,13 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _report import write_json  # benchmarks/ is first on sys.path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"({args.prompt} {args.shots}-shot); same position preferred in "
               f"{result['same_position_preferred']:.0%}")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result, indent=2)
     return result
 
 

@@ -21,7 +21,6 @@ Both judges load the same weights (the packaged GGUF dequantized by
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -47,6 +46,7 @@ from rlaif_gym.data import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_json  # noqa: E402
 from _stats import pearson, spearman  # noqa: E402
 
 
@@ -179,8 +179,7 @@ def main() -> None:
             "transformers": {k: hf_out[k] for k in keys},
             "agreement": agreement,
         }
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(args.out, result, indent=2)
         print(f"wrote {args.out}")
 
 

@@ -47,6 +47,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from _report import command_line  # benchmarks/ is first on sys.path
+
 from rewards.alignment import alignment_report, read_labels_jsonl  # noqa: E402
 from rewards.calibration import (  # noqa: E402
     METHODS,
@@ -207,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out: dict[str, Any] = {
         "task": args.task, "seed": args.seed, "test_fraction": 0.5, "group_by": "context (post)",
-        "command": "PYTHONPATH=. python benchmarks/choose_and_report.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
         "n_pairs": len(pairs), "n_posts": n_posts, "goal": GOAL,
         "methods": {m: {"equation": METHODS[m].equation, "n_params": METHODS[m].n_params,
                         "symmetric": METHODS[m].symmetric} for m in methods},

@@ -23,10 +23,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
+
+from _report import command_line, write_json  # benchmarks/ is first on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -106,10 +107,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   f"{row['suffix_tokens_real']}); {row['fewer_x']:.2f}x fewer prompt tokens")
     if args.out:
         result = {"judge": args.judge, "rows": rows,
-                  "command": "PYTHONPATH=. python benchmarks/cot_prefill_tokens.py " + " ".join(
-                      argv if argv is not None else sys.argv[1:])}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+                  "command": command_line(__file__, argv)}
+        write_json(args.out, result)
     return rows
 
 

@@ -21,12 +21,12 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _report import write_json  # benchmarks/ is first on sys.path
 from tqdm import tqdm  # noqa: E402
 
 from rewards.direct import direct_scores  # noqa: E402
@@ -94,8 +94,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result, indent=2)
 
 
 if __name__ == "__main__":

@@ -267,7 +267,9 @@ def test_real_tldr_halves_are_disjoint_by_post(shared_data_dir):
     assert len(choose) + len(report) == len(pairs)
 
 
-def test_benchmark_writes_ids_and_numbers_but_no_pair_text(shared_data_dir, tmp_path, capsys):
+def test_benchmark_writes_ids_and_numbers_but_no_pair_text(shared_data_dir, tmp_path, capsys,
+                                                           monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # as `python benchmarks/X.py` does
     label_file = REPO / "reports" / "labels" / "tldr_hc-base-0shot-qwen1.5b.jsonl"
     if not label_file.is_file():
         pytest.skip(f"{label_file} not found")
