@@ -30,7 +30,7 @@ Example::
         --batch-size 10 --threads 2 --compare shared-prefix \\
         --out reports/cot_shared_prefix_qwen1.5b.json
     PYTHONPATH=. python benchmarks/bench_judge_batch.py --task helpful --prompt detailed \\
-        --pairs 6 --batch-size 6 --threads 2 --compare prefill \\
+        --pairs 10 --batch-size 10 --threads 2 --compare prefill \\
         --out reports/cot_prefill_qwen1.5b.json
 """
 
