@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--small-batch", type=int, default=8,
                    help="the judge's forward batch of the slow setting (default 8, the "
                         "TransformersJudge default)")
-    p.add_argument("--compare", default="batch", choices=["batch", "shared-prefix", "prefill"],
+    p.add_argument("--compare", default="batch",
+                   choices=["batch", "shared-prefix", "prefill", "preallocate"],
                    help="batch: judge batch --small-batch vs 2 x --batch-size; shared-prefix: "
                         "both at 2 x --batch-size, each prompt prefilled in full (left-padded "
                         "batch, model.generate) vs each pair's shared prefix run once "
@@ -73,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "prefix run in full and the rationale run again for scoring vs "
                         "suffixes in length buckets, the template part of the prefixes run "
                         "once and the rationale kept in the cache (suffix_buckets, "
-                        "reuse_prefix, reuse_generated)")
+                        "reuse_prefix, reuse_generated); preallocate: all of those, the decoding "
+                        "cache grown by torch.cat per token vs written into buffers allocated "
+                        "once (TransformersJudge.preallocate)")
     p.add_argument("--max-tokens", type=int, default=128, help="rationale tokens (default 128)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -99,19 +102,23 @@ def main(argv: list[str] | None = None) -> dict:
     judge = load_judge(args.judge, **options)
     pairs = load_preference_pairs(args.task, data_dir=args.data_dir, limit=args.pairs + 40)
     pairs = [p for p in pairs if pair_problem(p) is None][:args.pairs]
-    # (judge batch, min_shared_prefix, suffix_buckets, reuse_prefix, reuse_generated)
+    # (judge batch, min_shared_prefix, suffix_buckets, reuse_prefix, reuse_generated,
+    # preallocate) per setting
     two = 2 * args.batch_size
-    old = (False, False, False)  # the three prefill savings of --compare prefill, all off
+    old = (False, False, False, False)  # the savings of --compare prefill and preallocate, off
     if args.compare == "batch":
         settings = {"small": (args.small_batch, 16, *old), "one_batch": (two, 16, *old)}
     elif args.compare == "shared-prefix":  # min_shared_prefix beyond any prompt: no groups
         settings = {"small": (two, 10**9, *old), "one_batch": (two, 16, *old)}
+    elif args.compare == "prefill":
+        settings = {"small": (two, 16, *old), "one_batch": (two, 16, True, True, True, False)}
     else:
-        settings = {"small": (two, 16, *old), "one_batch": (two, 16, True, True, True)}
+        settings = {"small": (two, 16, True, True, True, False),
+                    "one_batch": (two, 16, True, True, True, True)}
 
     def run(name: str, chunk: list) -> list:
         (judge.batch_size, judge.min_shared_prefix, judge.suffix_buckets,
-         judge.reuse_prefix, judge.reuse_generated) = settings[name]
+         judge.reuse_prefix, judge.reuse_generated, judge.preallocate) = settings[name]
         judge.clear_prefix_cache()  # time each step on its own, no prefix kept from the last
         return list(label_pairs(judge, chunk, prompt=args.prompt, cot=True,
                                 cot_max_tokens=args.max_tokens, batch_size=len(chunk),
@@ -121,9 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
         names = {k: f"judge batch {v[0]}" for k, v in settings.items()}
     elif args.compare == "shared-prefix":
         names = {"small": "full prefill", "one_batch": "shared prefix"}
-    else:
+    elif args.compare == "prefill":
         names = {"small": "padded suffixes, prefixes in full, rationale re-run",
                  "one_batch": "length buckets, prefix memo, rationale kept"}
+    else:
+        names = {"small": "cache grown by torch.cat", "one_batch": "cache preallocated"}
     run("one_batch", pairs[:1])  # warm-up, not timed
     total = {name: 0.0 for name in settings}
     labels: dict[str, list] = {name: [] for name in settings}

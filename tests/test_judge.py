@@ -391,3 +391,39 @@ def test_scoring_after_generation_keeps_the_generated_tokens_and_runs_only_the_r
     longest = max(len(judge.encode(whole(0, t))) for t in ref_texts)
     assert widths[False][-1] >= longest > 4  # the scoring forward: whole continuations
     assert widths[True][-1] <= len(judge.encode("\nP=")) + 1  # only the ending ran
+
+
+def test_growing_cache_layer_appends_in_place_like_torch_cat():
+    from rewards.judges.transformers_judge import _growing_layer_class
+
+    torch.manual_seed(0)
+    k, v = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)
+    layer = _growing_layer_class()(k, v, room=4)
+    buffer = layer.keys.data_ptr()
+    step = [torch.randn(3, 2, 1, 4) for _ in range(2)]
+    keys, values = layer.update(step[0], step[1])
+    assert keys.data_ptr() == buffer  # written in place, no new tensor
+    assert torch.equal(keys, torch.cat([k, step[0]], dim=-2))
+    assert torch.equal(values, torch.cat([v, step[1]], dim=-2))
+    layer.crop(-2)  # back to 4 positions: the next update overwrites the cut ones
+    keys, _ = layer.update(step[1], step[0])
+    assert keys.data_ptr() == buffer and torch.equal(keys, torch.cat([k[:, :, :4], step[1]], -2))
+    more = torch.randn(3, 2, 6, 4)  # beyond the room: falls back to torch.cat, same contents
+    keys, _ = layer.update(more, more)
+    assert keys.data_ptr() != buffer and keys.shape[-2] == 11
+    assert torch.equal(keys[:, :, 5:], more)
+    layer.batch_select_indices(torch.tensor([2, 0]))  # a new tensor: appends by cat from now
+    keys, _ = layer.update(step[0][:2], step[0][:2])
+    assert keys.shape == (2, 2, 12, 4) and torch.equal(keys[:, :, -1:], step[0][:2])
+
+
+def test_decoding_into_preallocated_cache_gives_the_same_texts_and_scores(judge):
+    prompts = [PREFIX + SUFFIXES[0], PREFIX + SUFFIXES[1], PREFIX + SUFFIXES[2]]
+    results = {}
+    for preallocate in (True, False):
+        judge.preallocate = preallocate
+        judge.clear_prefix_cache()
+        results[preallocate] = judge.generate_and_score(prompts, 7, _follow, CANDIDATES)
+    judge.preallocate = True
+    assert results[True][0] == results[False][0] == judge.generate(prompts, 7)
+    assert np.abs(results[True][1] - results[False][1]).max() < 1e-5

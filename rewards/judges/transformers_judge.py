@@ -16,14 +16,17 @@
   previous prefix (the template) comes from the prefix memo above. The prompts' own suffixes
   run from the padded, stacked prefix caches, sorted by length in buckets of similar length
   (padding all of them to the longest wasted ~60% of that forward on HH pairs), and a greedy
-  loop decodes the whole batch together. Otherwise the prompts are left-padded into
-  ``model.generate``.
+  loop decodes the whole batch together, appending to KV buffers allocated once
+  (``DynamicLayer`` copies the whole cache per token with ``torch.cat``). Scoring keeps the
+  rationale tokens in that cache and runs only the ending. Otherwise the prompts are
+  left-padded into ``model.generate``.
 * Everything runs under ``torch.inference_mode()``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -63,7 +66,54 @@ def _only_full_attention_layers(cache: Any) -> bool:
     """Whether every layer of a ``DynamicCache`` is a plain ``DynamicLayer`` (no sliding
     window or static layers), so it can be cut back, padded and stacked exactly."""
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+    return bool(layers) and all(type(layer).__name__ in ("DynamicLayer", "_GrowingLayer")
+                                for layer in layers)
+
+
+@functools.cache
+def _growing_layer_class() -> type:
+    """``_GrowingLayer``: a ``DynamicLayer`` that appends into preallocated buffers.
+
+    ``DynamicLayer.update`` appends with ``torch.cat``, copying the whole layer at every
+    decoding step: with 40 rows of ~1500 positions that is 56 fresh 60 MB tensors per token,
+    measured at 1.5 s per step on this project's CPU (0.0005 s written in place). This layer
+    keeps ``keys``/``values`` as views of buffers with room for more positions and writes new
+    ones in place; ``crop`` (slicing the view) keeps working. When the view is no longer the
+    buffer's (``batch_repeat_interleave``, ``batch_select_indices``) or the room runs out, it
+    falls back to ``torch.cat``. Defined lazily: transformers is imported on first use."""
+    from transformers.cache_utils import DynamicLayer
+
+    class _GrowingLayer(DynamicLayer):
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+            super().__init__()
+            b, h, n, _ = keys.shape
+            self._keys = keys.new_empty((b, h, n + room, keys.shape[-1]))
+            self._values = values.new_empty((b, h, n + room, values.shape[-1]))
+            self._keys[:, :, :n] = keys
+            self._values[:, :, :n] = values
+            self.keys, self.values = self._keys[:, :, :n], self._values[:, :, :n]
+            self.device, self.is_initialized = keys.device, True
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            n, m = self.keys.shape[-2], key_states.shape[-2]
+            if (self.keys.data_ptr() != self._keys.data_ptr()
+                    or self.keys.shape[0] != self._keys.shape[0]
+                    or n + m > self._keys.shape[-2]):
+                return super().update(key_states, value_states, *args, **kwargs)
+            self._keys[:, :, n:n + m] = key_states
+            self._values[:, :, n:n + m] = value_states
+            self.keys, self.values = self._keys[:, :, :n + m], self._values[:, :, :n + m]
+            return self.keys, self.values
+
+    return _GrowingLayer
+
+
+def _make_room(cache: Any, room: int) -> None:
+    """Replace the layers of a plain ``DynamicCache`` by ``_GrowingLayer``s with ``room`` free
+    positions each (same contents)."""
+    layer_class = _growing_layer_class()
+    cache.layers = [layer_class(layer.keys, layer.values, room) for layer in cache.layers]
 
 
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -210,6 +260,9 @@ class TransformersJudge(TokenizerJudge):
         #: score a chain-of-thought continuation from the decoding's cache with the rationale
         #: tokens it generated kept (False: cut back to the prompt, run the continuation)
         self.reuse_generated = True
+        #: decode into KV buffers allocated once (``_growing_layer_class``) instead of a
+        #: ``torch.cat`` of the whole cache per token (False: the plain ``DynamicLayer``)
+        self.preallocate = True
         self._prefix_memo: tuple[list[int], Any] | None = None  # (token ids, KV cache)
 
     @property
@@ -682,6 +735,8 @@ class TransformersJudge(TokenizerJudge):
         ``model.generate``, a row that emits a stop token continues with padding and the
         last token is not run. Returns the new tokens ``(b, steps)``."""
         b = mask.shape[0]
+        if self.preallocate and _only_full_attention_layers(cache):
+            _make_room(cache, max_new_tokens + 32)  # + 32: the scoring continuation's tail
         stops = torch.tensor(self._stop_ids, dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
         position = mask.sum(-1, keepdim=True)
