@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=8, help="decoding steps per round (default 8)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one preallocated run (torch.profiler) and print the ops "
+                        "that took the most time, grouped by input shape")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
 
@@ -94,6 +97,19 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"median s/step: torch.cat {med['cat']:.3f}, preallocated {med['preallocated']:.3f} "
           f"-> {result['speedup']:.2f}x")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        cache = random_cache()
+        judge.preallocate, judge._stop_ids, stops = True, [], judge._stop_ids
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU],
+                                             record_shapes=True) as prof:
+            judge._greedy_from(cache, mask, logits, args.steps + 1)
+        judge._stop_ids = stops
+        print(f"profile of {args.steps} preallocated steps:")
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40,
+            max_shapes_column_width=80))
     if args.out:
         write_json(args.out, result)
     return result
