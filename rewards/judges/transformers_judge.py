@@ -76,8 +76,8 @@ def _growing_layer_class() -> type:
 
     ``DynamicLayer.update`` appends with ``torch.cat``, copying the whole layer at every
     decoding step (56 tensors of 40 MB per token for 40 rows of 1000 positions of the 1.5B
-    judge); ``benchmarks/bench_decode_cache.py`` measured a decoding step at 2.30 s that way
-    and 1.995 s with this layer (1.15x; 1.27x at 100 positions) on this project's CPU. This layer
+    judge); ``benchmarks/bench_decode_cache.py`` measured a decoding step at 2.19 s that way
+    and 1.46 s with this layer (1.50x) on this project's CPU. This layer
     keeps ``keys``/``values`` as views of buffers with room for more positions and writes new
     ones in place; ``crop`` (slicing the view) keeps working. When the view is no longer the
     buffer's (``batch_repeat_interleave``, ``batch_select_indices``) or the room runs out, it
@@ -112,9 +112,14 @@ def _growing_layer_class() -> type:
 
 def _make_room(cache: Any, room: int) -> None:
     """Replace the layers of a plain ``DynamicCache`` by ``_GrowingLayer``s with ``room`` free
-    positions each (same contents)."""
+    positions each (same contents; one copy). A layer that already has that room is kept."""
     layer_class = _growing_layer_class()
-    cache.layers = [layer_class(layer.keys, layer.values, room) for layer in cache.layers]
+    cache.layers = [
+        layer if (isinstance(layer, layer_class) and layer.keys.data_ptr() == layer._keys.data_ptr()
+                  and layer._keys.shape[-2] - layer.keys.shape[-2] >= room
+                  and layer.keys.shape[0] == layer._keys.shape[0])
+        else layer_class(layer.keys, layer.values, room)
+        for layer in cache.layers]
 
 
 def _common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
