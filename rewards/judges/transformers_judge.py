@@ -50,9 +50,7 @@ def _crop_to(cache: Any, length: int) -> bool:
     """Cut a decoding's KV cache back to its first ``length`` positions in place; False
     (cache untouched) when it is not a plain full-attention ``DynamicCache`` (sliding-window
     or static layers cannot be cut back exactly)."""
-    from transformers import DynamicCache
-
-    if not isinstance(cache, DynamicCache) or not _only_full_attention_layers(cache):
+    if not _is_plain_dynamic_cache(cache):
         return False
     extra = cache.get_seq_length() - length
     if extra < 0:
@@ -60,6 +58,14 @@ def _crop_to(cache: Any, length: int) -> bool:
     if extra > 0:
         cache.crop(-extra)
     return cache.get_seq_length() == length
+
+
+def _is_plain_dynamic_cache(cache: Any) -> bool:
+    """A ``DynamicCache`` whose layers are all full attention
+    (:func:`_only_full_attention_layers`)."""
+    from transformers import DynamicCache
+
+    return isinstance(cache, DynamicCache) and _only_full_attention_layers(cache)
 
 
 def _only_full_attention_layers(cache: Any) -> bool:
@@ -95,12 +101,17 @@ def _growing_layer_class() -> type:
             self.keys, self.values = self._keys[:, :, :n], self._values[:, :, :n]
             self.device, self.is_initialized = keys.device, True
 
+        def room(self) -> int:
+            """Free positions left in the buffers; 0 once ``keys`` is no longer their view."""
+            if (self.keys.data_ptr() != self._keys.data_ptr()
+                    or self.keys.shape[0] != self._keys.shape[0]):
+                return 0
+            return self._keys.shape[-2] - self.keys.shape[-2]
+
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
             n, m = self.keys.shape[-2], key_states.shape[-2]
-            if (self.keys.data_ptr() != self._keys.data_ptr()
-                    or self.keys.shape[0] != self._keys.shape[0]
-                    or n + m > self._keys.shape[-2]):
+            if m > self.room():
                 return super().update(key_states, value_states, *args, **kwargs)
             self._keys[:, :, n:n + m] = key_states
             self._values[:, :, n:n + m] = value_states
@@ -115,9 +126,7 @@ def _make_room(cache: Any, room: int) -> None:
     positions each (same contents; one copy). A layer that already has that room is kept."""
     layer_class = _growing_layer_class()
     cache.layers = [
-        layer if (isinstance(layer, layer_class) and layer.keys.data_ptr() == layer._keys.data_ptr()
-                  and layer._keys.shape[-2] - layer.keys.shape[-2] >= room
-                  and layer.keys.shape[0] == layer._keys.shape[0])
+        layer if isinstance(layer, layer_class) and layer.room() >= room
         else layer_class(layer.keys, layer.values, room)
         for layer in cache.layers]
 
@@ -616,9 +625,7 @@ class TransformersJudge(TokenizerJudge):
         are masked out and the remaining continuation tokens run. None (cache untouched)
         when the cache is not a plain full-attention ``DynamicCache`` or its length does not
         match."""
-        from transformers import DynamicCache
-
-        if not isinstance(cache, DynamicCache) or not _only_full_attention_layers(cache):
+        if not _is_plain_dynamic_cache(cache):
             return None
         width = mask.shape[1]
         cached = cache.get_seq_length() - width
@@ -701,6 +708,13 @@ class TransformersJudge(TokenizerJudge):
         keys: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
         values: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
         last_logits = []
+
+        def with_gap(t: torch.Tensor, w_k: int) -> torch.Tensor:
+            """A bucket's cache ``(rows, heads, w_p + w_k, dim)`` with ``w_s - w_k`` pad
+            positions inserted between the prefix and the bucket's suffix."""
+            suffix = torch.nn.functional.pad(t[:, :, w_p:], (0, 0, w_s - w_k, 0))
+            return torch.cat([t[:, :, :w_p], suffix], dim=2)
+
         buckets = _length_buckets([len(own[i]) for i in idx]) if self.suffix_buckets else [(0, b)]
         for lo, hi in buckets:
             w_k = len(own[idx[hi - 1]])
@@ -721,12 +735,8 @@ class TransformersJudge(TokenizerJudge):
             )
             last_logits.append(logits[:, -1])
             for layer, cached in enumerate(cache.layers):
-                gap = (0, 0, w_s - w_k, 0)  # pad between the prefix and this bucket's suffix
-                keys[layer].append(torch.cat([cached.keys[:, :, :w_p], torch.nn.functional.pad(
-                    cached.keys[:, :, w_p:], gap)], dim=2))
-                values[layer].append(torch.cat([cached.values[:, :, :w_p],
-                                                torch.nn.functional.pad(
-                                                    cached.values[:, :, w_p:], gap)], dim=2))
+                keys[layer].append(with_gap(cached.keys, w_k))
+                values[layer].append(with_gap(cached.values, w_k))
         cache = DynamicCache(config=self.model.config)
         for layer in range(n_layers):
             cache.update(torch.cat(keys[layer]), torch.cat(values[layer]), layer)
@@ -741,7 +751,7 @@ class TransformersJudge(TokenizerJudge):
         ``model.generate``, a row that emits a stop token continues with padding and the
         last token is not run. Returns the new tokens ``(b, steps)``."""
         b = mask.shape[0]
-        if self.preallocate and _only_full_attention_layers(cache):
+        if self.preallocate and _is_plain_dynamic_cache(cache):
             _make_room(cache, max_new_tokens + 32)  # + 32: the scoring continuation's tail
         stops = torch.tensor(self._stop_ids, dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
