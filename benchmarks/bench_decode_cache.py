@@ -15,8 +15,8 @@ by ``bench_judge_batch.py --compare preallocate``.
 
 Example::
 
-    PYTHONPATH=. python benchmarks/bench_decode_cache.py --rows 40 --width 1500 --threads 2 \\
-        --out reports/decode_cache_qwen1.5b.json
+    PYTHONPATH=. python benchmarks/bench_decode_cache.py --rows 40 --width 1000 --steps 8 \\
+        --rounds 3 --threads 2 --out reports/decode_cache_qwen1.5b.json
 """
 
 from __future__ import annotations
@@ -77,6 +77,15 @@ def main(argv: list[str] | None = None) -> dict:
     for row in range(args.rows):  # left padding as in a labeling step: row r pads r/(2 rows)
         mask[row, :row * args.width // (2 * args.rows)] = 0
     logits = torch.randn((args.rows, config.vocab_size), generator=generator)
+
+    def decode(cache: DynamicCache) -> torch.Tensor:
+        """``args.steps`` decoding steps, no row stopping early (no stop ids meanwhile)."""
+        judge._stop_ids, stops = [], judge._stop_ids
+        try:
+            return judge._greedy_from(cache, mask, logits, args.steps + 1)
+        finally:
+            judge._stop_ids = stops
+
     per_step: dict[str, list[float]] = {"cat": [], "preallocated": []}
     setup: list[float] = []  # the one copy into the preallocated buffers, per batch
     with torch.inference_mode():
@@ -89,12 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
                     t = time.perf_counter()
                     _make_room(cache, args.steps + 1 + 32)
                     setup.append(time.perf_counter() - t)
-                # min_tokens: no stop token ends a row early (the stop ids are never chosen)
-                judge._stop_ids, stops = [], judge._stop_ids
                 t = time.perf_counter()
-                tokens = judge._greedy_from(cache, mask, logits, args.steps + 1)
+                tokens = decode(cache)
                 per_step[name].append((time.perf_counter() - t) / args.steps)
-                judge._stop_ids = stops
                 assert tokens.shape == (args.rows, args.steps + 1)
                 del cache
                 print(f"  round {r + 1} {name}: {per_step[name][-1]:.3f} s/step", flush=True)
@@ -115,11 +121,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         cache = random_cache()
         _make_room(cache, args.steps + 1 + 32)
-        judge.preallocate, judge._stop_ids, stops = True, [], judge._stop_ids
+        judge.preallocate = True
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU],
                                              record_shapes=True) as prof:
-            judge._greedy_from(cache, mask, logits, args.steps + 1)
-        judge._stop_ids = stops
+            decode(cache)
         print(f"profile of {args.steps} preallocated steps:")
         print(prof.key_averages(group_by_input_shape=True).table(
             sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=40,

@@ -102,30 +102,35 @@ def main(argv: list[str] | None = None) -> dict:
     judge = load_judge(args.judge, **options)
     pairs = load_preference_pairs(args.task, data_dir=args.data_dir, limit=args.pairs + 40)
     pairs = [p for p in pairs if pair_problem(p) is None][:args.pairs]
-    # (judge batch, min_shared_prefix, suffix_buckets, reuse_prefix, reuse_generated,
-    # preallocate) per setting
+    # the judge attributes of each setting; the savings of --compare prefill and preallocate
+    # are off unless named
     two = 2 * args.batch_size
-    old = (False, False, False, False)  # the savings of --compare prefill and preallocate, off
+    old = {"min_shared_prefix": 16, "suffix_buckets": False, "reuse_prefix": False,
+           "reuse_generated": False, "preallocate": False}
+    prefill = {"suffix_buckets": True, "reuse_prefix": True, "reuse_generated": True}
     if args.compare == "batch":
-        settings = {"small": (args.small_batch, 16, *old), "one_batch": (two, 16, *old)}
+        settings = {"small": {**old, "batch_size": args.small_batch},
+                    "one_batch": {**old, "batch_size": two}}
     elif args.compare == "shared-prefix":  # min_shared_prefix beyond any prompt: no groups
-        settings = {"small": (two, 10**9, *old), "one_batch": (two, 16, *old)}
+        settings = {"small": {**old, "batch_size": two, "min_shared_prefix": 10**9},
+                    "one_batch": {**old, "batch_size": two}}
     elif args.compare == "prefill":
-        settings = {"small": (two, 16, *old), "one_batch": (two, 16, True, True, True, False)}
+        settings = {"small": {**old, "batch_size": two},
+                    "one_batch": {**old, "batch_size": two, **prefill}}
     else:
-        settings = {"small": (two, 16, True, True, True, False),
-                    "one_batch": (two, 16, True, True, True, True)}
+        settings = {"small": {**old, "batch_size": two, **prefill},
+                    "one_batch": {**old, "batch_size": two, **prefill, "preallocate": True}}
 
     def run(name: str, chunk: list) -> list:
-        (judge.batch_size, judge.min_shared_prefix, judge.suffix_buckets,
-         judge.reuse_prefix, judge.reuse_generated, judge.preallocate) = settings[name]
+        for attribute, value in settings[name].items():
+            setattr(judge, attribute, value)
         judge.clear_prefix_cache()  # time each step on its own, no prefix kept from the last
         return list(label_pairs(judge, chunk, prompt=args.prompt, cot=True,
                                 cot_max_tokens=args.max_tokens, batch_size=len(chunk),
                                 progress=False))
 
     if args.compare == "batch":
-        names = {k: f"judge batch {v[0]}" for k, v in settings.items()}
+        names = {k: f"judge batch {v['batch_size']}" for k, v in settings.items()}
     elif args.compare == "shared-prefix":
         names = {"small": "full prefill", "one_batch": "shared prefix"}
     elif args.compare == "prefill":
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
         "pairs_per_step": args.batch_size, "max_tokens": args.max_tokens,
         "threads": args.threads, "dtype": str(judge.model.dtype).removeprefix("torch."),
         "compare": args.compare, "settings": names,
-        "judge_batch_small": settings["small"][0], "judge_batch_one": settings["one_batch"][0],
+        "judge_batch_small": settings["small"]["batch_size"],
+        "judge_batch_one": settings["one_batch"]["batch_size"],
         "repeats": args.repeats,
         "small_pairs_per_s": n / total["small"], "one_batch_pairs_per_s": n / total["one_batch"],
         "speedup": total["small"] / total["one_batch"],
