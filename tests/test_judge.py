@@ -415,6 +415,8 @@ def test_growing_cache_layer_appends_in_place_like_torch_cat():
     layer.batch_select_indices(torch.tensor([2, 0]))  # a new tensor: appends by cat from now
     keys, _ = layer.update(step[0][:2], step[0][:2])
     assert keys.shape == (2, 2, 12, 4) and torch.equal(keys[:, :, -1:], step[0][:2])
+    parts = _growing_layer_class()([k[:1], k[1:]], [v[:1], v[1:]], room=1)  # along the batch
+    assert torch.equal(parts.keys, k) and torch.equal(parts.values, v) and parts.room() == 1
 
 
 def test_decoding_into_preallocated_cache_gives_the_same_texts_and_scores(judge):

@@ -91,15 +91,24 @@ def _growing_layer_class() -> type:
     from transformers.cache_utils import DynamicLayer
 
     class _GrowingLayer(DynamicLayer):
-        def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        def __init__(self, keys: torch.Tensor | Sequence[torch.Tensor],
+                     values: torch.Tensor | Sequence[torch.Tensor], room: int) -> None:
+            """``keys``/``values``: one ``(b, h, n, d)`` tensor, or parts of it along the
+            batch (written straight into the buffers, no ``torch.cat`` first)."""
             super().__init__()
-            b, h, n, _ = keys.shape
-            self._keys = keys.new_empty((b, h, n + room, keys.shape[-1]))
-            self._values = values.new_empty((b, h, n + room, values.shape[-1]))
-            self._keys[:, :, :n] = keys
-            self._values[:, :, :n] = values
+            keys = [keys] if isinstance(keys, torch.Tensor) else list(keys)
+            values = [values] if isinstance(values, torch.Tensor) else list(values)
+            b = sum(part.shape[0] for part in keys)
+            _, h, n, _ = keys[0].shape
+            self._keys = keys[0].new_empty((b, h, n + room, keys[0].shape[-1]))
+            self._values = values[0].new_empty((b, h, n + room, values[0].shape[-1]))
+            row = 0
+            for k, v in zip(keys, values, strict=True):
+                self._keys[row:row + k.shape[0], :, :n] = k
+                self._values[row:row + v.shape[0], :, :n] = v
+                row += k.shape[0]
             self.keys, self.values = self._keys[:, :, :n], self._values[:, :, :n]
-            self.device, self.is_initialized = keys.device, True
+            self.device, self.is_initialized = keys[0].device, True
 
         def room(self) -> int:
             """Free positions left in the buffers; 0 once ``keys`` is no longer their view."""
@@ -738,11 +747,22 @@ class TransformersJudge(TokenizerJudge):
                 keys[layer].append(with_gap(cached.keys, w_k))
                 values[layer].append(with_gap(cached.values, w_k))
         cache = DynamicCache(config=self.model.config)
-        for layer in range(n_layers):
-            cache.update(torch.cat(keys[layer]), torch.cat(values[layer]), layer)
+        if self.preallocate:  # the buckets go straight into the decoding's buffers
+            layer_class = _growing_layer_class()
+            cache.layers = [layer_class(keys[layer], values[layer], self._decode_room(
+                max_new_tokens)) for layer in range(n_layers)]
+        else:
+            for layer in range(n_layers):
+                cache.update(torch.cat(keys[layer]), torch.cat(values[layer]), layer)
         tokens = self._greedy_from(cache, mask, torch.cat(last_logits), max_new_tokens)
         texts = [self._decode_new(r) for r in tokens.tolist()]
         return idx, texts, cache, mask, tokens
+
+    @staticmethod
+    def _decode_room(max_new_tokens: int) -> int:
+        """Free positions a preallocated decoding cache gets: the new tokens, and 32 for the
+        tail of the scoring continuation (:meth:`_score_after_generated`)."""
+        return max_new_tokens + 32
 
     def _greedy_from(self, cache: Any, mask: torch.Tensor, logits: torch.Tensor,
                      max_new_tokens: int) -> torch.Tensor:
@@ -752,7 +772,7 @@ class TransformersJudge(TokenizerJudge):
         last token is not run. Returns the new tokens ``(b, steps)``."""
         b = mask.shape[0]
         if self.preallocate and _is_plain_dynamic_cache(cache):
-            _make_room(cache, max_new_tokens + 32)  # + 32: the scoring continuation's tail
+            _make_room(cache, self._decode_room(max_new_tokens))
         stops = torch.tensor(self._stop_ids, dtype=torch.long)
         done = torch.zeros(b, dtype=torch.bool)
         position = mask.sum(-1, keepdim=True)
