@@ -34,7 +34,7 @@ from rewards.alignment import alignment_report, format_table, read_labels_jsonl
 from rlaif_gym.cli import non_negative_int, positive_int
 
 TASKS: tuple[str, ...] = ("tldr", "helpful", "harmless")
-PROMPTS: tuple[str, ...] = ("base", "detailed", "pointwise")
+PROMPTS: tuple[str, ...] = ("base", "detailed", "pointwise", "pmi")
 DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
 #: Label fields that must agree for labels to share one file.
 CONFIG_KEYS: tuple[str, ...] = ("task", "judge", "prompt", "cot", "shots")
@@ -117,8 +117,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
                    help=f"judge model (default: {DEFAULT_JUDGE})")
     p.add_argument("--prompt", default="base", choices=PROMPTS,
-                   help="preamble variant, or pointwise: rate each response alone with the "
-                        "d-RLAIF score prompt, P(first) = sigmoid(score difference)")
+                   help="preamble variant; or pointwise: rate each response alone with the "
+                        "d-RLAIF score prompt, P(first) = sigmoid(score difference); or pmi: "
+                        "log P(response | context) - log P(response) under the judge, "
+                        "P(first) = sigmoid(PMI difference) (the template's pmi prompts)")
+    p.add_argument("--template", default=None, metavar="NAME|PATH",
+                   help="prompt template for every pair instead of the task's packaged one "
+                        "(a packaged name or a template .json file, see rewards/prompts.py)")
     p.add_argument("--cot", action="store_true", help="elicit a chain-of-thought rationale")
     p.add_argument("--cot-max-tokens", type=positive_int, default=None,
                    help="rationale length limit with --cot (default: the labeler's)")
@@ -327,10 +332,21 @@ def run_label(args: argparse.Namespace) -> int:
     print(f"labeling {len(todo)} pairs with {args.judge} ({skipped} already in {out})",
           file=sys.stderr)
 
-    if args.prompt == "pointwise" and (args.cot or args.shots):
-        return _error("--prompt pointwise rates each response alone: it takes no --cot and "
-                      "no --shots")
+    if args.prompt in ("pointwise", "pmi") and (args.cot or args.shots):
+        return _error(f"--prompt {args.prompt} scores each response alone: it takes no --cot "
+                      "and no --shots")
+    template = getattr(args, "template", None)
+    if template is not None:
+        from rewards.prompts import load_template
+
+        try:
+            load_template(template)
+        except ValueError as exc:
+            return _error(str(exc))
     backend = getattr(args, "backend", "transformers")
+    if args.prompt == "pmi" and backend != "transformers":
+        return _error("--prompt pmi needs the log-likelihood of each response, which only "
+                      "--backend transformers computes")
     if backend == "openai" and not args.base_url:
         return _error("--backend openai needs --base-url URL")
     extra: dict[str, Any] = {}
@@ -342,7 +358,7 @@ def run_label(args: argparse.Namespace) -> int:
         extra = {"backend": "vllm"}
     if backend == "transformers":
         # A labeling step of N pairs runs 2N prompts (both orders, or both responses when
-        # pointwise): one forward batch, not the judge's default of 8 (a CoT step of 10
+        # pointwise or pmi): one forward batch, not the judge's default of 8 (a CoT step of 10
         # pairs decoded 8 + 8 + 4 prompts in three greedy runs: benchmarks/bench_judge_batch.py)
         extra["batch_size"] = 2 * args.batch_size
     if getattr(args, "dtype", None) is not None:
@@ -361,7 +377,7 @@ def run_label(args: argparse.Namespace) -> int:
             labels = label_pairs(
                 judge, todo, prompt=args.prompt, cot=args.cot, shots=args.shots,
                 batch_size=args.batch_size, cot_max_tokens=args.cot_max_tokens,
-                progress=True,
+                template=template, progress=True,
             )
             for label in labels:
                 f.write(json.dumps(label_to_record(label, config), ensure_ascii=False) + "\n")

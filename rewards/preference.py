@@ -28,6 +28,19 @@ task's d-RLAIF score prompt (:func:`rewards.direct.direct_scores`, expected scor
 
 There is no order, so no position bias; a response shared by several pairs (TL;DR
 comparisons reuse summaries) is scored once per call.
+
+``prompt="pmi"`` asks no question either: the judge is used as a language model, and a
+response scores its pointwise mutual information with the context (the template's ``pmi``
+section, :class:`rewards.prompts.PmiTemplate`)::
+
+    pmi(r)  = log P(r | conditional(context)) - log P(r | unconditional)
+    p_first = p_order_ab = p_order_ba = sigmoid(pmi(responses[0]) - pmi(responses[1]))
+
+(``log P`` summed over the response's tokens, :meth:`Judge.continuation_logprobs`). By Bayes'
+rule ``pmi(r) = log P(context | r) - log P(context)``: the response that makes the context
+more predictable wins, a measure of coverage that the judge's own preference prompt does not
+ask for. Each (context, response) and each response alone is scored once per call; the
+context runs once for all its responses (the judge's prefix memo).
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from rewards.judges.base import Judge
 from rewards.normalization import preference_from_logprobs
 from rewards.prompts import (
     ChatPrompt,
+    PmiTemplate,
     PreferenceTemplate,
     PromptTemplate,
     load_template,
@@ -52,6 +66,7 @@ from rewards.prompts import (
 from rlaif_gym.data.records import PreferencePair
 
 __all__ = [
+    "PMI",
     "POINTWISE",
     "PreferenceLabel",
     "label_pairs",
@@ -61,6 +76,8 @@ __all__ = [
 
 #: ``prompt`` value of pointwise labels (each response rated alone, see the module doc).
 POINTWISE = "pointwise"
+#: ``prompt`` value of PMI labels (context-response mutual information, see the module doc).
+PMI = "pmi"
 
 _SENTINEL = "\ue00f"
 
@@ -227,12 +244,13 @@ def label_pairs(
         judge: any :class:`~rewards.judges.base.Judge`.
         pairs: the pairs to label (their ``task`` picks the template unless ``template``).
         prompt: preamble variant of the template (``"base"``, ``"detailed"``), or
-            ``"pointwise"``: rate each response alone with the score prompt (module doc);
-            it takes no ``cot`` or ``shots``.
+            ``"pointwise"``: rate each response alone with the score prompt, or ``"pmi"``:
+            context-response mutual information under the judge (module doc); these two
+            take no ``cot`` or ``shots``.
         cot: two-step chain-of-thought labeling.
         shots: number of few-shot exemplars.
         cot_max_tokens: maximum rationale length in tokens (greedy decoding).
-        batch_size: pairs per CoT step (two prompts per pair) and per pointwise step;
+        batch_size: pairs per CoT step (two prompts per pair), per pointwise and PMI step;
             non-CoT pairwise labels are computed pair by pair with the shared-prefix
             primitive (both orders in one batch).
         progress: show a tqdm progress bar (on stderr).
@@ -241,7 +259,9 @@ def label_pairs(
     Raises:
         ValueError: a pair with an empty context or response (naming the pair id), unknown
             prompt variant, bad ``shots``/``batch_size``/``cot_max_tokens``, ``cot`` or
-            ``shots`` with ``prompt="pointwise"``.
+            ``shots`` with ``prompt="pointwise"`` or ``"pmi"``.
+        TemplateError: ``prompt="pmi"`` with a template that has no ``pmi`` section.
+        JudgeError: ``prompt="pmi"`` with a judge that cannot score continuations.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -254,12 +274,12 @@ def label_pairs(
         task: load_template(task if template is None else template)
         for task in sorted({p.task for p in pairs})
     }
-    if prompt == POINTWISE:
+    if prompt in (POINTWISE, PMI):
         if cot or shots:
-            raise ValueError("prompt='pointwise' rates each response alone: it takes no cot "
+            raise ValueError(f"prompt={prompt!r} scores each response alone: it takes no cot "
                              f"and no shots (got cot={cot!r}, shots={shots!r})")
         for loaded in templates.values():
-            loaded.require_score()
+            loaded.require_score() if prompt == POINTWISE else loaded.require_pmi()
     else:
         for loaded in templates.values():
             render_preference_messages(loaded, "c", "a", "b", prompt=prompt, cot=cot,
@@ -273,6 +293,11 @@ def label_pairs(
             scores: dict[tuple[str, str, str], float] = {}
             for chunk in _chunks(pairs, batch_size):
                 yield from _label_pointwise(judge, chunk, templates, scores)
+                bar.update(len(chunk))
+        elif prompt == PMI:
+            pmis: dict[tuple[str, ...], float] = {}
+            for chunk in _chunks(pairs, batch_size):
+                yield from _label_pmi(judge, chunk, templates, pmis)
                 bar.update(len(chunk))
         elif cot:
             for chunk in _chunks(pairs, batch_size):
@@ -388,4 +413,41 @@ def _label_pointwise(judge: Judge, pairs: Sequence[PreferencePair],
         s0, s1 = (scores[(pair.task, pair.context, r)] for r in pair.responses)
         p = float(1.0 / (1.0 + np.exp(-(s0 - s1))))  # Bradley-Terry on expected scores
         out.append(_make_label(pair, judge, p, p, POINTWISE, False, 0, None))
+    return out
+
+
+def _pmi_prompt(judge: Judge, tpl: PmiTemplate, text: str) -> str:
+    """A PMI prompt as the judge's text: plain, or one user message through its chat
+    template (then the response is the assistant turn)."""
+    return judge.render([{"role": "user", "content": text}]) if tpl.chat else text
+
+
+def _label_pmi(judge: Judge, pairs: Sequence[PreferencePair],
+               templates: Mapping[str, PromptTemplate],
+               cache: dict[tuple[str, ...], float]) -> list[PreferenceLabel]:
+    """PMI labels; ``cache`` keeps log-likelihoods by ``(task, context, response)`` and by
+    ``(task, response)`` (no context) across steps."""
+    todo: dict[tuple[str, str | None], dict[str, None]] = {}  # (task, context) -> responses
+    for pair in pairs:
+        for response in pair.responses:
+            for key in ((pair.task, pair.context), (pair.task, None)):
+                if (*[k for k in key if k is not None], response) not in cache:
+                    todo.setdefault(key, {})[response] = None
+    for (task, context), pending in todo.items():
+        tpl = templates[task].require_pmi()
+        prompt = (tpl.unconditional if context is None
+                  else tpl.conditional.format(context=context.strip()))
+        responses = list(pending)
+        found = judge.continuation_logprobs(
+            _pmi_prompt(judge, tpl, prompt),
+            [tpl.response_format.format(response=r.strip()) for r in responses])
+        for response, logp in zip(responses, found, strict=True):
+            key = (task, response) if context is None else (task, context, response)
+            cache[key] = float(logp)
+    out = []
+    for pair in pairs:
+        s0, s1 = (cache[(pair.task, pair.context, r)] - cache[(pair.task, r)]
+                  for r in pair.responses)
+        p = float(0.5 * (1.0 + np.tanh(0.5 * (s0 - s1))))  # sigmoid, no overflow
+        out.append(_make_label(pair, judge, p, p, PMI, False, 0, None))
     return out

@@ -19,6 +19,14 @@ path) with two parts:
 * ``score``: the direct (d-RLAIF) prompt asking for a 1-10 rating of one response; its
   ``ending`` (``"SCORE: "``) ends with a space so that the next token is the first digit.
 
+* ``pmi`` (optional): the prompts of PMI labels (``prompt="pmi"`` in
+  :mod:`rewards.preference`), which ask no question: the judge's log-likelihood of a response
+  after ``conditional`` (with ``{context}``) minus its log-likelihood after ``unconditional``
+  (no context), i.e. the pointwise mutual information between context and response. The
+  response is written as ``response_format`` (``" {response}\n"``); with ``"chat": true``
+  both prompts are user messages rendered through the judge's chat template and the response
+  is the assistant turn.
+
 Rendering produces a :class:`ChatPrompt`: one user message (preamble, exemplars, sample and,
 for CoT, the rationale request) and an ``assistant_prefix`` that the judge appends after the
 chat template's generation prompt (:meth:`rewards.judges.Judge.render`), i.e. the ending is
@@ -41,6 +49,7 @@ __all__ = [
     "TEMPLATE_DIR",
     "ChatPrompt",
     "Exemplar",
+    "PmiTemplate",
     "PreferenceTemplate",
     "PromptTemplate",
     "ScoreTemplate",
@@ -106,6 +115,19 @@ class ScoreTemplate:
 
 
 @dataclass(frozen=True)
+class PmiTemplate:
+    """PMI labeling prompts: ``conditional`` has exactly ``{context}``, ``unconditional``
+    no placeholder, ``response_format`` exactly ``{response}``; ``chat``: render the two
+    prompts as user messages through the judge's chat template (the response is then the
+    assistant turn) instead of using them as plain text."""
+
+    conditional: str
+    unconditional: str
+    response_format: str = " {response}\n"
+    chat: bool = False
+
+
+@dataclass(frozen=True)
 class PromptTemplate:
     """A loaded template file. ``preference`` / ``score`` are ``None`` when the file has no
     such section."""
@@ -115,6 +137,7 @@ class PromptTemplate:
     preference: PreferenceTemplate | None
     score: ScoreTemplate | None
     source: str = ""
+    pmi: PmiTemplate | None = None
     notes: tuple[str, ...] = ()
     path: Path | None = None
 
@@ -127,6 +150,12 @@ class PromptTemplate:
         if self.score is None:
             raise TemplateError(f"template {self.name!r} has no 'score' section")
         return self.score
+
+    def require_pmi(self) -> PmiTemplate:
+        if self.pmi is None:
+            raise TemplateError(f"template {self.name!r} has no 'pmi' section (prompt='pmi' "
+                                "needs its conditional and unconditional prompts)")
+        return self.pmi
 
 
 @dataclass(frozen=True)
@@ -240,6 +269,7 @@ def _parse_template(raw: object, path: Path) -> PromptTemplate:
         preference=None if pref_raw is None else _parse_preference(pref_raw, f"{where} preference"),
         score=None if score_raw is None else _parse_score(score_raw, f"{where} score"),
         source=str(raw.get("source", "")),
+        pmi=None if raw.get("pmi") is None else _parse_pmi(raw["pmi"], f"{where} pmi"),
         notes=notes,
         path=path,
     )
@@ -308,6 +338,26 @@ def _parse_score(raw: object, where: str) -> ScoreTemplate:
         sample_format=sample_format,
         ending=_get(raw, "ending", str, where),
     )
+
+
+def _parse_pmi(raw: object, where: str) -> PmiTemplate:
+    if not isinstance(raw, Mapping):
+        raise TemplateError(f"{where} must be a JSON object")
+    conditional = _get(raw, "conditional", str, where)
+    _check_fields(conditional, {"context"}, f"{where}.conditional")
+    unconditional = _get(raw, "unconditional", str, where)
+    _check_fields(unconditional, set(), f"{where}.unconditional")
+    response_format = raw.get("response_format", " {response}\n")
+    if not isinstance(response_format, str):
+        raise TemplateError(f"{where}: field 'response_format' must be str")
+    _check_fields(response_format, {"response"}, f"{where}.response_format")
+    chat = raw.get("chat", False)
+    if not isinstance(chat, bool):
+        raise TemplateError(f"{where}: field 'chat' must be true or false, got {chat!r}")
+    if not unconditional.strip() and not chat:
+        raise TemplateError(f"{where}.unconditional is empty: a plain prompt needs at least "
+                            "one token before the response")
+    return PmiTemplate(conditional, unconditional, response_format, chat)
 
 
 # --------------------------------------------------------------------------- rendering

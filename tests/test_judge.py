@@ -429,3 +429,39 @@ def test_decoding_into_preallocated_cache_gives_the_same_texts_and_scores(judge)
     judge.preallocate = True
     assert results[True][0] == results[False][0] == judge.generate(prompts, 7)
     assert np.abs(results[True][1] - results[False][1]).max() < 1e-5
+
+
+def _reference_continuation_logprob(judge: TransformersJudge, prefix: str, cont: str) -> float:
+    """One unpadded forward over prefix + continuation: the continuation tokens' summed
+    full-vocabulary log-probabilities."""
+    head, tail = judge.encode(prefix), judge.encode(cont)
+    with torch.no_grad():
+        logits = judge.model(input_ids=torch.tensor([head + tail])).logits[0].float()
+    logp = logits.log_softmax(-1)[len(head) - 1:-1]
+    return float(logp.gather(-1, torch.tensor(tail)[:, None]).sum())
+
+
+@pytest.mark.parametrize("which", ["judge", "gpt2_judge"])
+@pytest.mark.parametrize("batch_size", [8, 2])  # 2: several chunks from copies of the cache
+def test_continuation_logprobs_equal_one_unpadded_forward_per_continuation(which, batch_size,
+                                                                          request):
+    base = request.getfixturevalue(which)
+    judge = TransformersJudge(base.model, base.tokenizer, batch_size=batch_size)
+    conts = [" cats\n", " dogs and more dogs, all of them\n", " x", " a b c d e f g\n"]
+    for prefix in (PREFIX, PREFIX + "again "):  # the second call starts from the memo
+        got = judge.continuation_logprobs(prefix, conts)
+        want = [_reference_continuation_logprob(judge, prefix, c) for c in conts]
+        assert got.shape == (4,) and got.dtype == np.float64 and np.all(got <= 0)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_continuation_after_a_one_token_prefix_runs_without_a_cache(judge):
+    got = judge.continuation_logprobs("T", [" cats\n", " dogs and more\n"])
+    want = [_reference_continuation_logprob(judge, "T", c) for c in (" cats\n", " dogs and more\n")]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_continuation_logprobs_reject_an_empty_continuation(judge):
+    assert judge.continuation_logprobs(PREFIX, []).shape == (0,)
+    with pytest.raises(JudgeError, match="empty prompt"):
+        judge.continuation_logprobs(PREFIX, ["fine", ""])

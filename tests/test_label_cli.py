@@ -239,11 +239,22 @@ def test_unreadable_pairs_file_exits_2_with_a_clear_error(tmp_path, fake, capsys
     assert fake.judge_loads == []
 
 
-def test_pointwise_with_cot_or_shots_exits_2_before_loading_the_judge(tmp_path, fake, capsys):
+@pytest.mark.parametrize("prompt", ["pointwise", "pmi"])
+def test_response_scoring_prompts_with_cot_or_shots_exit_2_before_loading_the_judge(
+        tmp_path, fake, capsys, prompt):
     pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
     for extra in (("--cot",), ("--shots", "1")):
-        assert main(label_argv(pairs, out, "--prompt", "pointwise", *extra)) == 2
-        assert "pointwise" in capsys.readouterr().err
+        assert main(label_argv(pairs, out, "--prompt", prompt, *extra)) == 2
+        assert prompt in capsys.readouterr().err
+    assert fake.judge_loads == [] and not out.exists()
+
+
+def test_pmi_with_a_server_backend_is_refused_before_loading(tmp_path, fake, capsys):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    argv = label_argv(pairs, out, "--prompt", "pmi", "--backend", "openai",
+                      "--base-url", "http://127.0.0.1:9")
+    assert main(argv) == 2
+    assert "--backend transformers" in capsys.readouterr().err
     assert fake.judge_loads == [] and not out.exists()
 
 
@@ -367,3 +378,12 @@ def test_load_judge_passes_dtype_and_batch_size_only_when_given(monkeypatch):
     label_cli.load_judge("tiny-random", num_threads=1, batch_size=20, dtype=None)
     assert seen == [{"num_threads": 1}, {"num_threads": 1, "dtype": "float32"},
                     {"num_threads": 1, "batch_size": 20}]
+
+
+def test_template_flag_is_checked_before_loading_and_forwarded(tmp_path, fake, capsys):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    assert main(label_argv(pairs, out, "--template", str(tmp_path / "none.json"))) == 2
+    assert "template file not found" in capsys.readouterr().err
+    assert fake.judge_loads == [] and not out.exists()
+    assert main(label_argv(pairs, out, "--template", "tldr")) == 0
+    assert fake.calls[-1]["template"] == "tldr"

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rewards.judges.base import Judge, Prompt, as_segments
+from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
 from rewards.judges.transformers_judge import TransformersJudge
 from rewards.preference import PreferenceLabel, label_pairs
-from rewards.prompts import render_plain
+from rewards.prompts import TemplateError, load_template, render_plain
 from rlaif_gym.data.records import PreferencePair
 
 ALPHA, BETA = "ALPHA response", "BETA response"
@@ -266,3 +267,91 @@ def test_pointwise_refuses_cot_and_shots_before_any_call():
         with pytest.raises(ValueError, match="pointwise"):
             list(label_pairs(judge, [_pair()], prompt="pointwise", progress=False, **kwargs))
     assert judge.scored == [] and judge.calls == []
+
+
+# --------------------------------------------------------------------------- PMI labels
+
+
+def test_pmi_label_is_the_sigmoid_of_the_mutual_information_difference(tiny_model,
+                                                                       tiny_tokenizer):
+    judge = TransformersJudge(tiny_model, tiny_tokenizer)
+    tpl = load_template("tldr").require_pmi()
+    pairs = [_pair(pid="a", responses=(" A short summary.", " Another, longer one.")),
+             _pair(pid="b", responses=(" Another, longer one.", " A short summary."))]
+    labels = list(label_pairs(judge, pairs, prompt="pmi", progress=False))
+    conts = [tpl.response_format.format(response=r.strip()) for r in pairs[0].responses]
+    cond = judge.continuation_logprobs(tpl.conditional.format(context=pairs[0].context), conts)
+    uncond = judge.continuation_logprobs(tpl.unconditional, conts)
+    pmi = cond - uncond
+    p = 1.0 / (1.0 + math.exp(-(pmi[0] - pmi[1])))
+    assert labels[0].p_first == pytest.approx(p, abs=1e-5)
+    assert labels[0].p_order_ab == labels[0].p_order_ba == labels[0].p_first
+    assert labels[1].p_first == pytest.approx(1.0 - p, abs=1e-5)
+    assert (labels[0].prompt, labels[0].cot, labels[0].shots) == ("pmi", False, 0)
+
+
+class LikelihoodJudge(FakeJudge):
+    """log P(response | prompt): ALPHA is likely after a prompt holding the context "ctx-A",
+    BETA after "ctx-B"; both are equally likely without context. Records every call."""
+
+    def __init__(self) -> None:
+        super().__init__(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST)
+        self.scored: list[tuple[str, list[str]]] = []
+
+    def continuation_logprobs(self, prefix, continuations):
+        self.scored.append((prefix, list(continuations)))
+        out = []
+        for cont in continuations:
+            fits = ("ctx-A" in prefix and ALPHA in cont) or ("ctx-B" in prefix and BETA in cont)
+            out.append(-1.0 if fits else (-5.0 if "ctx-" in prefix else -3.0))
+        return np.array(out)
+
+
+def test_pmi_prefers_the_response_the_context_explains_and_scores_each_prompt_once():
+    judge = LikelihoodJudge()
+    pairs = [_pair(pid=f"{ctx}{k}", context=f"POST: {ctx}",
+                   responses=(ALPHA, BETA) if k % 2 else (BETA, ALPHA))
+             for ctx in ("ctx-A", "ctx-B") for k in range(3)]
+    labels = list(label_pairs(judge, pairs, prompt="pmi", batch_size=2, progress=False))
+    expected = 1.0 / (1.0 + math.exp(-4.0))  # pmi difference (-1 + 3) - (-5 + 3) = 4 nats
+    for pair, lab in zip(pairs, labels, strict=True):
+        alpha_first = pair.responses[0] == ALPHA
+        prefers_first = alpha_first == ("ctx-A" in pair.context)
+        assert lab.p_first == pytest.approx(expected if prefers_first else 1 - expected)
+    # each context with its two responses once, the context-free prompt once per response
+    prompts = [prefix for prefix, _ in judge.scored]
+    assert sum("ctx-A" in p for p in prompts) == 1 and sum("ctx-B" in p for p in prompts) == 1
+    assert sum(len(conts) for _, conts in judge.scored) == 6
+    assert not any(c == "chat" for c, _ in judge.calls)
+
+
+def test_pmi_chat_template_wraps_both_prompts_as_user_turns(tmp_path):
+    raw = json.loads((Path(load_template("tldr").path)).read_text())
+    raw["pmi"] = {"conditional": "Post: {context}", "unconditional": "A post.", "chat": True,
+                  "response_format": "{response}"}
+    path = tmp_path / "chat_pmi.json"
+    path.write_text(json.dumps(raw))
+    judge = LikelihoodJudge()
+    list(label_pairs(judge, [_pair(context="ctx-A")], prompt="pmi", template=path,
+                     progress=False))
+    prefixes = sorted(prefix for prefix, _ in judge.scored)
+    assert [p.rstrip("\n") for p in prefixes] == ["[chat]A post.", "[chat]Post: ctx-A"]
+    assert {c for _, conts in judge.scored for c in conts} == {ALPHA, BETA}
+
+
+def test_pmi_refuses_cot_shots_a_template_without_pmi_and_a_judge_without_likelihoods(
+        tmp_path):
+    judge = LikelihoodJudge()
+    for kwargs in ({"cot": True}, {"shots": 1}):
+        with pytest.raises(ValueError, match="pmi"):
+            list(label_pairs(judge, [_pair()], prompt="pmi", progress=False, **kwargs))
+    raw = json.loads((Path(load_template("tldr").path)).read_text())
+    del raw["pmi"]
+    path = tmp_path / "no_pmi.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(TemplateError, match="no 'pmi' section"):
+        list(label_pairs(judge, [_pair()], prompt="pmi", template=path, progress=False))
+    assert judge.scored == [] and judge.calls == []
+    with pytest.raises(JudgeError, match="cannot score continuations"):
+        list(label_pairs(FakeJudge(LOGP_ALPHA_FIRST, LOGP_BETA_FIRST), [_pair()],
+                         prompt="pmi", progress=False))

@@ -156,3 +156,22 @@ def test_dialogue_detailed_preamble_keeps_the_base_instruction_for_plain_and_cot
         text = "\n".join(m["content"] for m in chat.messages)
         assert "Below we define" in text and instruction in text
         assert "Response 1 - A" in text and "Response 2 - B" in text
+
+
+def test_pmi_section_is_optional_and_validated(tmp_path):
+    tldr = load_template("tldr").require_pmi()
+    assert "{context}" in tldr.conditional and tldr.response_format == " {response}\n"
+    with pytest.raises(TemplateError, match="no 'pmi' section"):
+        load_template("harmless").require_pmi()
+    base = json.loads(load_template("tldr").path.read_text())
+    for bad, match in ((["conditional", "Post without placeholder"], "placeholders"),
+                       (["unconditional", "{context}"], "placeholders"),
+                       (["response_format", "{summary}"], "placeholders"),
+                       (["chat", "yes"], "true or false"),
+                       (["unconditional", " "], "empty")):
+        raw = dict(base, pmi={"conditional": "{context} TL;DR:", "unconditional": "TL;DR:"})
+        raw["pmi"][bad[0]] = bad[1]
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(raw))
+        with pytest.raises(TemplateError, match=match):
+            load_template(path)

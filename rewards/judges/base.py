@@ -9,6 +9,9 @@ TEXT prompts and a handful of primitives, so a backend only has to implement:
 * :meth:`Judge.generate` - greedy continuations (chain-of-thought rationales),
 * :meth:`Judge.is_single_token` - whether a string is one token in the judge's vocabulary.
 
+:meth:`Judge.continuation_logprobs` (the log-likelihood of a text after a prefix) is optional:
+the default raises :class:`JudgeError`, the transformers backend implements it.
+
 :meth:`Judge.next_token_logprobs_shared_prefix` and :meth:`Judge.next_token_logprobs_two_step`
 have default implementations on top of :meth:`next_token_logprobs`; a backend overrides them
 when it can do better (reusing a KV cache, reading two positions of one forward pass).
@@ -160,6 +163,25 @@ class Judge(ABC):
         follow = [(*as_segments(p), continuation(i, g))
                   for i, (p, g) in enumerate(zip(prompts, generated, strict=True))]
         return generated, self.next_token_logprobs(follow, candidates)
+
+    def continuation_logprobs(self, prefix: str, continuations: Sequence[str]) -> np.ndarray:
+        """Log-likelihood of each continuation after ``prefix``.
+
+        ``prefix`` and each continuation are tokenized separately (two segments), and the
+        value is ``sum_t log P(token_t | prefix, tokens_<t)`` over the continuation's
+        tokens (full vocabulary softmax): a float64 array of shape
+        ``(len(continuations),)``, values ``<= 0``. PMI labels
+        (:mod:`rewards.preference`, ``prompt="pmi"``) are built on it.
+
+        Raises:
+            JudgeError: an empty prefix or continuation, or a backend that cannot score
+                continuations (this default: servers whose prompt log-probs are not
+                exposed reliably).
+        """
+        raise JudgeError(
+            f"{type(self).__name__} cannot score continuations (continuation_logprobs); "
+            "use the transformers backend for prompt='pmi'"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

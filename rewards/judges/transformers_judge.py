@@ -519,13 +519,13 @@ class TransformersJudge(TokenizerJudge):
             self._prefix_memo = (list(prefix_ids), copy.deepcopy(cache))
         return cache
 
-    def _suffix_logprobs(
-        self, cache: Any, n_prefix: int, batch: list[list[int]], cand: list[int],
+    def _suffix_inputs(
+        self, cache: Any, n_prefix: int, batch: list[list[int]],
         prefix_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Candidate log-probabilities ``(m, len(cand))`` at the last real token of each
-        right-padded suffix continuing the cached prefix; ``cache`` is consumed (extended,
-        and expanded from batch 1 to ``m`` when ``prefix_mask`` is None).
+    ) -> dict[str, Any]:
+        """Model inputs for right-padded ``batch`` continuing the cached prefix (the
+        ``_forward`` keyword arguments but ``logits_to_keep``); expands ``cache`` from batch 1
+        to ``len(batch)`` when ``prefix_mask`` is None.
 
         ``prefix_mask``: ``(m, n_prefix)`` attention mask of a cache that already holds
         ``m`` left-padded prefixes (a batch from :meth:`generate_and_score`); each suffix
@@ -546,16 +546,56 @@ class TransformersJudge(TokenizerJudge):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, n_prefix:n_prefix + len(ids)] = 1
         position_ids = start + torch.arange(width)[None]
+        return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device),
+                "position_ids": position_ids.to(self.device), "cache": cache,
+                "use_cache": True}
+
+    def _suffix_logprobs(
+        self, cache: Any, n_prefix: int, batch: list[list[int]], cand: list[int],
+        prefix_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Candidate log-probabilities ``(m, len(cand))`` at the last real token of each
+        right-padded suffix continuing the cached prefix; ``cache`` is consumed (extended,
+        and expanded, see :meth:`_suffix_inputs`)."""
         last = torch.tensor([[len(ids) - 1] for ids in batch], dtype=torch.long)
         logits, hidden = self._forward(
-            input_ids=input_ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=position_ids.to(self.device),
-            cache=cache,
-            use_cache=True,
+            **self._suffix_inputs(cache, n_prefix, batch, prefix_mask),
             logits_to_keep=last.to(self.device),
         )
         return self._candidate_logprobs(logits, hidden, cand)[:, -1].cpu()
+
+    def continuation_logprobs(self, prefix: str, continuations: Sequence[str]) -> np.ndarray:
+        """The prefix runs once (its part shared with the last prefix comes from the memo,
+        ``reuse_prefix``); the continuations run from its cache in batches of
+        ``batch_size``, each starting with the prefix's last token so that its logits give
+        the first continuation token's probability."""
+        if len(continuations) == 0:
+            return np.zeros(0, dtype=np.float64)
+        prefix_ids = self.encode(prefix)
+        conts = [self.encode(c) for c in continuations]
+        head, last = prefix_ids[:-1], prefix_ids[-1]
+        out = np.empty(len(conts), dtype=np.float64)
+        with torch.inference_mode():
+            head_cache = self._prefix_cache(head) if head else None
+            chunks = [list(range(s, min(s + self.batch_size, len(conts))))
+                      for s in range(0, len(conts), self.batch_size)]
+            for k, idx in enumerate(chunks):
+                batch = [[last, *conts[i]] for i in idx]
+                if head_cache is None:
+                    inputs = {**self._left_padded(batch), "use_cache": False}
+                    offset = [max(map(len, batch)) - len(b) for b in batch]  # left padding
+                else:
+                    cache = head_cache if k == len(chunks) - 1 else copy.deepcopy(head_cache)
+                    inputs = self._suffix_inputs(cache, len(head), batch)
+                    offset = [0] * len(batch)
+                logits, _ = self._forward(**inputs)
+                logp = logits.float().log_softmax(-1)
+                for row, i in enumerate(idx):
+                    pos = torch.arange(offset[row], offset[row] + len(conts[i]))
+                    target = torch.tensor(conts[i], dtype=torch.long)
+                    out[i] = float(logp[row, pos].gather(-1, target[:, None].to(logp.device))
+                                   .sum())
+        return out
 
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int) -> list[str]:
         """Greedy decoding (batched, left-padded), stopping at the end-of-turn/eos tokens."""
