@@ -422,18 +422,22 @@ def _pmi_prompt(judge: Judge, tpl: PmiTemplate, text: str) -> str:
     return judge.render([{"role": "user", "content": text}]) if tpl.chat else text
 
 
+def _pmi_key(task: str, context: str | None, response: str) -> tuple[str, ...]:
+    """Cache key of a log-likelihood: with its context, or alone (``context=None``)."""
+    return (task, response) if context is None else (task, context, response)
+
+
 def _label_pmi(judge: Judge, pairs: Sequence[PreferencePair],
                templates: Mapping[str, PromptTemplate],
                cache: dict[tuple[str, ...], float]) -> list[PreferenceLabel]:
-    """PMI labels; ``cache`` keeps log-likelihoods by ``(task, context, response)`` and by
-    ``(task, response)`` (no context) across steps."""
+    """PMI labels; ``cache`` keeps log-likelihoods by :func:`_pmi_key` across steps."""
     todo: dict[tuple[str, str | None], dict[str, None]] = {}  # (task, context) -> responses
-    for pair in pairs:
-        for response in pair.responses:
-            for key in ((pair.task, pair.context), (pair.task, None)):
-                if (*[k for k in key if k is not None], response) not in cache:
-                    todo.setdefault(key, {})[response] = None
-    for (task, context), pending in todo.items():
+    for pair in pairs:  # the context-free prompts first: the last context stays in the memo
+        for context in (None, pair.context):
+            for response in pair.responses:
+                if _pmi_key(pair.task, context, response) not in cache:
+                    todo.setdefault((pair.task, context), {})[response] = None
+    for (task, context), pending in sorted(todo.items(), key=lambda kv: kv[0][1] is not None):
         tpl = templates[task].require_pmi()
         prompt = (tpl.unconditional if context is None
                   else tpl.conditional.format(context=context.strip()))
@@ -442,11 +446,10 @@ def _label_pmi(judge: Judge, pairs: Sequence[PreferencePair],
             _pmi_prompt(judge, tpl, prompt),
             [tpl.response_format.format(response=r.strip()) for r in responses])
         for response, logp in zip(responses, found, strict=True):
-            key = (task, response) if context is None else (task, context, response)
-            cache[key] = float(logp)
+            cache[_pmi_key(task, context, response)] = float(logp)
     out = []
     for pair in pairs:
-        s0, s1 = (cache[(pair.task, pair.context, r)] - cache[(pair.task, r)]
+        s0, s1 = (cache[_pmi_key(pair.task, pair.context, r)] - cache[_pmi_key(pair.task, None, r)]
                   for r in pair.responses)
         p = float(0.5 * (1.0 + np.tanh(0.5 * (s0 - s1))))  # sigmoid, no overflow
         out.append(_make_label(pair, judge, p, p, PMI, False, 0, None))

@@ -322,6 +322,8 @@ def test_pmi_prefers_the_response_the_context_explains_and_scores_each_prompt_on
     prompts = [prefix for prefix, _ in judge.scored]
     assert sum("ctx-A" in p for p in prompts) == 1 and sum("ctx-B" in p for p in prompts) == 1
     assert sum(len(conts) for _, conts in judge.scored) == 6
+    assert "ctx-" not in judge.scored[0][0]  # context-free first: contexts stay in the memo
+    assert "ctx-B" in judge.scored[-1][0]
     assert not any(c == "chat" for c, _ in judge.calls)
 
 
