@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
                 judge.preallocate = name == "preallocated"
                 if judge.preallocate:  # once per batch, not per step: timed apart
                     t = time.perf_counter()
-                    _make_room(cache, args.steps + 1 + 32)
+                    _make_room(cache, judge._decode_room(args.steps + 1))
                     setup.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 tokens = decode(cache)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         from torch.profiler import ProfilerActivity, profile
 
         cache = random_cache()
-        _make_room(cache, args.steps + 1 + 32)
+        _make_room(cache, judge._decode_room(args.steps + 1))
         judge.preallocate = True
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU],
                                              record_shapes=True) as prof:

@@ -411,7 +411,7 @@ def _label_pointwise(judge: Judge, pairs: Sequence[PreferencePair],
     out = []
     for pair in pairs:
         s0, s1 = (scores[(pair.task, pair.context, r)] for r in pair.responses)
-        p = float(1.0 / (1.0 + np.exp(-(s0 - s1))))  # Bradley-Terry on expected scores
+        p = float(preference_from_logprobs(s0, s1))  # Bradley-Terry: sigmoid(s0 - s1)
         out.append(_make_label(pair, judge, p, p, POINTWISE, False, 0, None))
     return out
 
@@ -451,6 +451,6 @@ def _label_pmi(judge: Judge, pairs: Sequence[PreferencePair],
     for pair in pairs:
         s0, s1 = (cache[_pmi_key(pair.task, pair.context, r)] - cache[_pmi_key(pair.task, None, r)]
                   for r in pair.responses)
-        p = float(0.5 * (1.0 + np.tanh(0.5 * (s0 - s1))))  # sigmoid, no overflow
+        p = float(preference_from_logprobs(s0, s1))  # sigmoid(s0 - s1), stable
         out.append(_make_label(pair, judge, p, p, PMI, False, 0, None))
     return out

@@ -347,7 +347,7 @@ def _parse_pmi(raw: object, where: str) -> PmiTemplate:
     _check_fields(conditional, {"context"}, f"{where}.conditional")
     unconditional = _get(raw, "unconditional", str, where)
     _check_fields(unconditional, set(), f"{where}.unconditional")
-    response_format = raw.get("response_format", " {response}\n")
+    response_format = raw.get("response_format", PmiTemplate.response_format)
     if not isinstance(response_format, str):
         raise TemplateError(f"{where}: field 'response_format' must be str")
     _check_fields(response_format, {"response"}, f"{where}.response_format")

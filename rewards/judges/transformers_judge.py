@@ -472,16 +472,19 @@ class TransformersJudge(TokenizerJudge):
         out = np.empty((len(suffixes), len(cand)), dtype=np.float64)
         with torch.inference_mode():
             prefix_cache = self._prefix_cache(prefix_ids)
-            chunks = [
-                list(range(s, min(s + self.batch_size, len(suffixes))))
-                for s in range(0, len(suffixes), self.batch_size)
-            ]
-            for k, idx in enumerate(chunks):
-                # The forward appends the suffix to the cache: reuse the original only last.
-                cache = prefix_cache if k == len(chunks) - 1 else copy.deepcopy(prefix_cache)
+            for idx, cache in self._chunks_from_cache(prefix_cache, len(suffixes)):
                 logp = self._suffix_logprobs(cache, n_prefix, [suffix_ids[i] for i in idx], cand)
                 out[idx] = logp.double().numpy()
         return out
+
+    def _chunks_from_cache(self, prefix_cache: Any, n: int) -> Iterator[tuple[list[int], Any]]:
+        """Indices ``0..n-1`` in chunks of ``batch_size``, each with a cache holding the
+        prefix: a copy of ``prefix_cache``, the original itself for the last chunk (a
+        forward appends its suffixes to the cache it is given); ``None`` gives ``None``."""
+        starts = range(0, n, self.batch_size)
+        for k, start in enumerate(starts):
+            cache = prefix_cache if k == len(starts) - 1 else copy.deepcopy(prefix_cache)
+            yield list(range(start, min(start + self.batch_size, n))), cache
 
     def clear_prefix_cache(self) -> None:
         """Forget the KV cache kept from the last shared prefix (``reuse_prefix``)."""
@@ -577,15 +580,12 @@ class TransformersJudge(TokenizerJudge):
         out = np.empty(len(conts), dtype=np.float64)
         with torch.inference_mode():
             head_cache = self._prefix_cache(head) if head else None
-            chunks = [list(range(s, min(s + self.batch_size, len(conts))))
-                      for s in range(0, len(conts), self.batch_size)]
-            for k, idx in enumerate(chunks):
+            for idx, cache in self._chunks_from_cache(head_cache, len(conts)):
                 batch = [[last, *conts[i]] for i in idx]
-                if head_cache is None:
+                if cache is None:  # a one-token prefix: nothing to cache
                     inputs = {**self._left_padded(batch), "use_cache": False}
                     offset = [max(map(len, batch)) - len(b) for b in batch]  # left padding
                 else:
-                    cache = head_cache if k == len(chunks) - 1 else copy.deepcopy(head_cache)
                     inputs = self._suffix_inputs(cache, len(head), batch)
                     offset = [0] * len(batch)
                 logits, _ = self._forward(**inputs)
