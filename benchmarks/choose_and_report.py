@@ -20,11 +20,16 @@ Protocol (issue #3, the 75% goal for the 1.5B judge on TL;DR):
    its report half, ``--ids reports/tldr_hc_report_ids_seed0.txt``). Selection "common
    subset": every label file, restricted to the ids they all cover (e.g. the first 120
    pairs), on the same post split.
-5. ``--product A B`` (repeatable): one more label set, ``A x B``, the two files' labels
+5. ``--stack A B ...`` (repeatable): one more label set, ``stack(A, B, ...)``, the files'
+   mean log-odds combined by a logistic regression FIT ON THE CHOOSING HALF only
+   (:func:`rewards.calibration.stacked_records`; refit on each ``--repeat`` seed's choosing
+   half). It is in the pool when every file is; the calibration methods then apply on top of
+   it like on any label set (their fits, too, see the choosing half only).
+6. ``--product A B`` (repeatable): one more label set, ``A x B``, the two files' labels
    combined as independent evidence (per-order log-odds added,
    :func:`rewards.calibration.product_records`, no parameter fit), e.g. a pairwise labeler
    times the pointwise one. It is in the pool when both files are.
-6. ``--repeat R``: the "all pairs" selection is rerun on R other seeds (seed+1 .. seed+R) to
+7. ``--repeat R``: the "all pairs" selection is rerun on R other seeds (seed+1 .. seed+R) to
    show how much the chosen candidate and its report-half z_acc depend on the split.
 
 Writes ``--out`` (JSON: ids and numbers only, no pair text) and prints markdown tables.
@@ -58,6 +63,7 @@ from rewards.calibration import (  # noqa: E402
     choose_and_report,
     product_records,
     split_halves,
+    stacked_records,
 )
 from rlaif_gym.data import load_preference_pairs  # noqa: E402
 
@@ -168,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--product", nargs=2, action="append", default=[],
                         metavar=("A.jsonl", "B.jsonl"),
                         help="add the label set 'A x B' (label file names; log-odds added)")
+    parser.add_argument("--stack", nargs="+", action="append", default=[],
+                        metavar="A.jsonl",
+                        help="add the label set 'stack(A, B, ...)' (label file names; a "
+                             "logistic regression on their mean log-odds, fit on the choosing "
+                             "half)")
     parser.add_argument("--repeat", type=int, default=20,
                         help="rerun the all-pairs selection on this many other seeds")
     parser.add_argument("--out", default=str(REPO / "reports/calibration_choose_report.json"))
@@ -197,6 +208,23 @@ def main(argv: list[str] | None = None) -> int:
                                    for y in info[b]["labelers"]],
                       "judges": sorted(set(info[a]["judges"]) | set(info[b]["judges"]))}
         if a in pool and b in pool:
+            pool.add(name)
+    stacks: dict[str, list[str]] = {}
+    for names in args.stack:
+        missing = [n for n in names if n not in sets]
+        if missing or len(names) < 2:
+            print(f"--stack: needs two or more label set names, unknown: {missing} (have "
+                  f"{sorted(sets)})", file=sys.stderr)
+            return 1
+        name = f"stack({', '.join(names)})"
+        stacks[name] = names
+        sets[name], params = stacked_records({n: sets[n] for n in names}, choose_ids)
+        info[name] = {"path": " + ".join(info[n]["path"] for n in names),
+                      "n_labels": len(sets[name]), "stack_params_seed": args.seed,
+                      "stack_params": params,
+                      "labelers": [f"stack of {len(names)} label sets"],
+                      "judges": sorted(set().union(*(info[n]["judges"] for n in names)))}
+        if all(n in pool for n in names):
             pool.add(name)
     full = [n for n in sets if pair_ids <= {str(r["id"]) for r in sets[n]}]
     covers_choose = [n for n in sets if set(choose_ids) <= {str(r["id"]) for r in sets[n]}]
@@ -253,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for seed in range(args.seed + 1, args.seed + 1 + args.repeat):
             choose, report = split_halves(pairs, seed=seed)
+            for name, names in stacks.items():  # refit on this seed's choosing half
+                sets[name] = stacked_records({n: sets[n] for n in names}, choose)[0]
             result = run_selection(sets, full, choose, report, methods, pool)
             c = result.chosen_candidate
             if c is not None:

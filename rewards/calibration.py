@@ -710,3 +710,77 @@ def product_records(first: Iterable[Mapping[str, Any]], second: Iterable[Mapping
                       judge=f"{a.get('judge')} x {b.get('judge')}", rationales=None)
         out.append(record)
     return out
+
+
+def stacked_records(label_sets: Mapping[str, Iterable[Mapping[str, Any]]],
+                    fit_ids: Sequence[str], l2: float = L2
+                    ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Stack several labelers of the same pairs by logistic regression (stacked
+    generalisation, Wolpert 1992), fit on ``fit_ids`` only::
+
+        xbar_k = (x_ab,k + x_ba,k) / 2                      (labeler k's mean log-odds)
+        p      = sigma(sum_k w_k * xbar_k + c)              (w, c: :func:`fit_logistic`)
+
+    Unlike :func:`product_records`, which adds the log-odds with weight 1 and fits nothing,
+    the weights are learnt, so a labeler with huge but noisy log-odds (PMI, in nats) does not
+    outvote the others, and one that carries no information gets a weight near 0. The fit
+    sees only ``fit_ids`` (e.g. the choosing half), so the stack is reported on the other
+    half like any candidate.
+
+    Args:
+        label_sets: name -> label dicts (``id``, ``p_order_ab``, ``p_order_ba``,
+            ``human_choice``), at least one set.
+        fit_ids: the ids to fit on; every set must cover them and they need a human choice.
+        l2: the L2 penalty on the standardised weights (:func:`fit_logistic`).
+
+    Returns:
+        ``(records, params)``: one record per id that every set covers, in the first set's
+        order (its fields, with ``p_first = p_order_ab = p_order_ba = p``, ``prompt``
+        ``"stack(...)"``, ``judge`` naming the sets' judges), and ``params``: ``w[name]`` per
+        set and ``c``, on the raw log-odds scale.
+
+    Raises:
+        ValueError: no set, an id of ``fit_ids`` that a set does not cover or that has no
+            human choice, sets disagreeing on a human choice, bad probabilities.
+    """
+    if not label_sets:
+        raise ValueError("no label sets to stack")
+    sets = {name: [dict(r) for r in records] for name, records in label_sets.items()}
+    names = list(sets)
+    first = sets[names[0]]
+    common = set.intersection(*({str(r["id"]) for r in s} for s in sets.values()))
+    ids = [i for i in dict.fromkeys(str(r["id"]) for r in first) if i in common]
+    if not ids:
+        raise ValueError(f"no id is covered by every label set ({names})")
+    data = {name: OrderData.from_records(records, ids) for name, records in sets.items()}
+    for name in names[1:]:
+        bad = [i for i, a, b in zip(ids, data[names[0]].human, data[name].human, strict=True)
+               if a != b]
+        if bad:
+            raise ValueError(f"labels {bad[:3]}: {names[0]!r} and {name!r} disagree on the "
+                             "human choice")
+    fit_ids = [str(i) for i in fit_ids]
+    uncovered = [i for i in fit_ids if i not in common]
+    if uncovered:
+        raise ValueError(f"{len(uncovered)} fit ids are not covered by every label set, "
+                         f"e.g. {uncovered[:3]}")
+
+    def features(d: Mapping[str, OrderData]) -> np.ndarray:
+        return np.stack([(d[n].x_ab + d[n].x_ba) / 2.0 for n in names], axis=1)
+
+    fit = {name: d.subset(fit_ids) for name, d in data.items()}
+    if np.any(fit[names[0]].human < 0):
+        raise ValueError("every fit id needs a human choice")
+    w, c = fit_logistic(features(fit), _target(fit[names[0]]), l2=l2)
+    p = _sigmoid(features(data) @ w + c)
+    by_id = {str(r["id"]): r for r in reversed(first)}  # a repeated id keeps its first label
+    judges = " + ".join(str(sets[n][0].get("judge")) for n in names)
+    records = []
+    for k, label_id in enumerate(ids):
+        record = dict(by_id[label_id])
+        record.update(p_order_ab=float(p[k]), p_order_ba=float(p[k]), p_first=float(p[k]),
+                      prompt=f"stack({', '.join(names)})", judge=judges, rationales=None)
+        records.append(record)
+    params = {f"w[{name}]": float(wk) for name, wk in zip(names, w, strict=True)}
+    params["c"] = float(c)
+    return records, params

@@ -317,3 +317,84 @@ def test_product_of_two_labelers_adds_their_log_odds_per_order():
         product_records(a, [dict(b[0], human_choice=1)])
     with pytest.raises(ValueError, match="not in"):
         product_records(a, [dict(b[0], p_order_ba=1.5)])
+
+
+def _records(ids, p, human, judge="j"):
+    return [{"id": i, "p_order_ab": float(q), "p_order_ba": float(q), "p_first": float(q),
+             "human_choice": int(h), "prompt": "base", "judge": judge}
+            for i, q, h in zip(ids, p, human, strict=True)]
+
+
+def test_stack_weights_the_informative_labeler_and_fits_on_the_fit_ids_only():
+    from rewards.calibration import stacked_records
+
+    rng = np.random.default_rng(0)
+    n = 400
+    ids = [f"p{k}" for k in range(n)]
+    s = rng.normal(0.0, 2.0, n)
+    human = np.where(rng.random(n) < _sigmoid(s), 0, 1)
+    good = _sigmoid(s + rng.normal(0.0, 0.3, n))  # tracks the human log-odds
+    loud = _sigmoid(20.0 * rng.normal(0.0, 1.0, n))  # huge log-odds, no information
+    sets = {"good": _records(ids, good, human), "loud": _records(ids, loud, human, "k")}
+    fit_ids = ids[:200]
+    records, params = stacked_records(sets, fit_ids)
+    assert [r["id"] for r in records] == ids
+    assert params["w[good]"] > 0.5 and abs(params["w[loud]"]) < 0.05 * params["w[good]"]
+    stacked = np.array([r["p_first"] for r in records])
+    assert np.mean((stacked > 0.5) == (good > 0.5)) > 0.95  # the loud one does not outvote
+    assert records[0]["prompt"] == "stack(good, loud)" and records[0]["judge"] == "j + k"
+    assert all(r["p_order_ab"] == r["p_order_ba"] == r["p_first"] for r in records)
+    # the fit sees only fit_ids: changing the labels of the other ids changes nothing
+    other = {name: [dict(r, p_order_ab=0.5, p_order_ba=0.5) if r["id"] not in fit_ids else r
+                    for r in recs] for name, recs in sets.items()}
+    assert stacked_records(other, fit_ids)[1] == params
+    # ...while the product of the same two labelers follows the loud one
+    from rewards.calibration import product_records
+
+    prod = np.array([r["p_first"] for r in product_records(sets["good"], sets["loud"])])
+    assert np.mean((prod > 0.5) == (loud > 0.5)) > 0.9
+
+
+def test_stack_refuses_uncovered_fit_ids_and_disagreeing_human_choices():
+    from rewards.calibration import stacked_records
+
+    a = _records(["x", "y", "z"], [0.9, 0.2, 0.6], [0, 1, 0])
+    b = _records(["x", "y"], [0.7, 0.4], [0, 1])
+    with pytest.raises(ValueError, match="not covered"):
+        stacked_records({"a": a, "b": b}, ["x", "z"])
+    with pytest.raises(ValueError, match="disagree on the human choice"):
+        stacked_records({"a": a, "b": _records(["x", "y"], [0.7, 0.4], [1, 1])}, ["x", "y"])
+    with pytest.raises(ValueError, match="no label sets"):
+        stacked_records({}, ["x"])
+    with pytest.raises(ValueError, match="no id is covered"):
+        stacked_records({"a": a, "b": _records(["w"], [0.5], [0])}, ["w"])
+    with pytest.raises(ValueError, match="both present"):  # one class only in the fit ids
+        stacked_records({"a": a, "b": b}, ["x"])
+
+
+def test_benchmark_stack_is_fit_on_the_choosing_half_and_competes(shared_data_dir, tmp_path,
+                                                                  capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    labels = REPO / "reports" / "labels"
+    names = ["tldr_hc-base-0shot-qwen1.5b.jsonl", "tldr_hc-detailed-0shot-qwen1.5b.jsonl"]
+    if not all((labels / n).is_file() for n in names):
+        pytest.skip("committed TL;DR label files not found")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "choose_and_report_stack", REPO / "benchmarks" / "choose_and_report.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "report.json"
+    argv = ["--data-dir", str(shared_data_dir), "--labels", *(str(labels / n) for n in names),
+            "--stack", *names, "--repeat", "1", "--out", str(out)]
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text(encoding="utf-8"))
+    name = f"stack({', '.join(names)})"
+    assert name in report["pool"]
+    assert set(report["label_sets"][name]["stack_params"]) == {*(f"w[{n}]" for n in names), "c"}
+    stack = [c for c in report["selections"]["all pairs"]["candidates"]
+             if c["source"] == name and c["method"] == "none"]
+    assert len(stack) == 1 and stack[0]["report"]["n"] > 0
+    assert bench.main([*argv[:-4], "--stack", names[0], "--out", str(out)]) == 1  # one set
+    assert "two or more" in capsys.readouterr().err
