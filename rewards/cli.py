@@ -38,6 +38,9 @@ PROMPTS: tuple[str, ...] = ("base", "detailed", "pointwise", "pmi")
 DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
 #: Label fields that must agree for labels to share one file.
 CONFIG_KEYS: tuple[str, ...] = ("task", "judge", "prompt", "cot", "shots")
+#: Label fields that must agree too but may be absent (absent = the default): ``template``,
+#: the ``--template`` given (a label without it used the task's packaged template).
+OPTIONAL_CONFIG_KEYS: tuple[str, ...] = ("template",)
 
 
 class LabelFileError(ValueError):
@@ -170,15 +173,18 @@ def labeler_config(args: argparse.Namespace) -> dict[str, Any]:
         "prompt": args.prompt,
         "cot": bool(args.cot),
         "shots": int(args.shots),
+        "template": getattr(args, "template", None),
     }
 
 
 def _differing(record: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-    return [k for k in CONFIG_KEYS if record.get(k) != config.get(k)]
+    return [k for k in CONFIG_KEYS + OPTIONAL_CONFIG_KEYS if record.get(k) != config.get(k)]
 
 
 def _describe(config: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={config.get(k)!r}" for k in CONFIG_KEYS)
+    shown = list(CONFIG_KEYS)
+    shown += [k for k in OPTIONAL_CONFIG_KEYS if config.get(k) is not None]
+    return ", ".join(f"{k}={config.get(k)!r}" for k in shown)
 
 
 def prepare_output(out: Path, config: Mapping[str, Any]) -> set[str]:
@@ -236,7 +242,8 @@ def prepare_output(out: Path, config: Mapping[str, Any]) -> set[str]:
 
 
 def label_to_record(label: Any, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The label's ``to_json()`` fields, checked against the run's ``config``.
+    """The label's ``to_json()`` fields, with the run's ``template`` (when ``--template``
+    was given), checked against the run's ``config``.
 
     Raises:
         TypeError: the label cannot be serialised to a JSON object with an ``id``.
@@ -256,6 +263,9 @@ def label_to_record(label: Any, config: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(data, Mapping) or "id" not in data:
         raise TypeError(f"a label must serialise to a JSON object with an 'id', got {data!r}")
     record = dict(data)
+    for key in OPTIONAL_CONFIG_KEYS:  # the run's, not the label's: labels do not know them
+        if config.get(key) is not None:
+            record.setdefault(key, config[key])
     differing = _differing(record, config)
     if differing:
         raise ValueError(

@@ -387,3 +387,23 @@ def test_template_flag_is_checked_before_loading_and_forwarded(tmp_path, fake, c
     assert fake.judge_loads == [] and not out.exists()
     assert main(label_argv(pairs, out, "--template", "tldr")) == 0
     assert fake.calls[-1]["template"] == "tldr"
+
+
+def test_labels_record_the_template_and_a_resume_with_another_one_is_refused(tmp_path, fake,
+                                                                              capsys):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    out = tmp_path / "labels.jsonl"
+    assert main(label_argv(pairs, out, "--template", "tldr", "--limit", "1")) == 0
+    assert [json.loads(line)["template"] for line in out.read_text().splitlines()] == ["tldr"]
+    before = out.read_text()
+    for other in ([], ["--template", "helpful"]):  # the packaged default, or another one
+        assert main(label_argv(pairs, out, *other)) == 2
+        assert "differs in template" in capsys.readouterr().err
+        assert out.read_text() == before
+    assert main(label_argv(pairs, out, "--template", "tldr")) == 0  # the same one resumes
+    assert len(read_ids(out)) > 1
+    plain = tmp_path / "plain.jsonl"  # without --template: no field, as before
+    assert main(label_argv(pairs, plain, "--limit", "1")) == 0
+    assert "template" not in json.loads(plain.read_text())
+    assert main(label_argv(pairs, plain, "--template", "tldr")) == 2
+    assert "differs in template" in capsys.readouterr().err
