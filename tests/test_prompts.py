@@ -161,6 +161,8 @@ def test_dialogue_detailed_preamble_keeps_the_base_instruction_for_plain_and_cot
 def test_pmi_section_is_optional_and_validated(tmp_path):
     tldr = load_template("tldr").require_pmi()
     assert "{context}" in tldr.conditional and tldr.response_format == " {response}\n"
+    helpful = load_template("helpful").require_pmi()  # the dialogue, then the Assistant's turn
+    assert helpful.conditional == "{context}\n\nAssistant:" and not helpful.chat
     with pytest.raises(TemplateError, match="no 'pmi' section"):
         load_template("harmless").require_pmi()
     base = json.loads(load_template("tldr").path.read_text())
