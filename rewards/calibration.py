@@ -727,6 +727,11 @@ def stacked_records(label_sets: Mapping[str, Iterable[Mapping[str, Any]]],
     sees only ``fit_ids`` (e.g. the choosing half), so the stack is reported on the other
     half like any candidate.
 
+    The features are odd under swapping the two responses, the intercept ``c`` is not: like
+    the offset methods it can learn how often ``responses[0]`` is the human's choice, so the
+    fit ids need both human choices (HH pairs, which always store the chosen response
+    first, raise).
+
     Args:
         label_sets: name -> label dicts (``id``, ``p_order_ab``, ``p_order_ba``,
             ``human_choice``), at least one set.
