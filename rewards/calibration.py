@@ -758,26 +758,23 @@ def stacked_records(label_sets: Mapping[str, Iterable[Mapping[str, Any]]],
     if not ids:
         raise ValueError(f"no id is covered by every label set ({names})")
     data = {name: OrderData.from_records(records, ids) for name, records in sets.items()}
+    human = data[names[0]].human
     for name in names[1:]:
-        bad = [i for i, a, b in zip(ids, data[names[0]].human, data[name].human, strict=True)
-               if a != b]
+        bad = [ids[k] for k in np.flatnonzero(data[name].human != human)]
         if bad:
             raise ValueError(f"labels {bad[:3]}: {names[0]!r} and {name!r} disagree on the "
                              "human choice")
-    fit_ids = [str(i) for i in fit_ids]
-    uncovered = [i for i in fit_ids if i not in common]
+    row = {label_id: k for k, label_id in enumerate(ids)}
+    uncovered = [str(i) for i in fit_ids if str(i) not in row]
     if uncovered:
         raise ValueError(f"{len(uncovered)} fit ids are not covered by every label set, "
                          f"e.g. {uncovered[:3]}")
-
-    def features(d: Mapping[str, OrderData]) -> np.ndarray:
-        return np.stack([(d[n].x_ab + d[n].x_ba) / 2.0 for n in names], axis=1)
-
-    fit = {name: d.subset(fit_ids) for name, d in data.items()}
-    if np.any(fit[names[0]].human < 0):
+    fit_rows = np.asarray([row[str(i)] for i in fit_ids], dtype=int)
+    if np.any(human[fit_rows] < 0):
         raise ValueError("every fit id needs a human choice")
-    w, c = fit_logistic(features(fit), _target(fit[names[0]]), l2=l2)
-    p = _sigmoid(features(data) @ w + c)
+    x = np.stack([(data[n].x_ab + data[n].x_ba) / 2.0 for n in names], axis=1)  # (ids, sets)
+    w, c = fit_logistic(x[fit_rows], _target(data[names[0]])[fit_rows], l2=l2)
+    p = _sigmoid(x @ w + c)
     by_id = {str(r["id"]): r for r in reversed(first)}  # a repeated id keeps its first label
     judges = " + ".join(str(sets[n][0].get("judge")) for n in names)
     records = []
