@@ -741,8 +741,8 @@ def stacked_records(label_sets: Mapping[str, Iterable[Mapping[str, Any]]],
     Returns:
         ``(records, params)``: one record per id that every set covers, in the first set's
         order (its fields, with ``p_first = p_order_ab = p_order_ba = p``, ``prompt``
-        ``"stack(...)"``, ``judge`` naming the sets' judges), and ``params``: ``w[name]`` per
-        set and ``c``, on the raw log-odds scale.
+        ``"stack(...)"``, ``judge`` naming the sets' distinct judges), and ``params``:
+        ``w[name]`` per set and ``c``, on the raw log-odds scale.
 
     Raises:
         ValueError: no set, an id of ``fit_ids`` that a set does not cover or that has no
@@ -776,7 +776,7 @@ def stacked_records(label_sets: Mapping[str, Iterable[Mapping[str, Any]]],
     w, c = fit_logistic(x[fit_rows], _target(data[names[0]])[fit_rows], l2=l2)
     p = _sigmoid(x @ w + c)
     by_id = {str(r["id"]): r for r in reversed(first)}  # a repeated id keeps its first label
-    judges = " + ".join(str(sets[n][0].get("judge")) for n in names)
+    judges = " + ".join(dict.fromkeys(str(sets[n][0].get("judge")) for n in names))
     records = []
     for k, label_id in enumerate(ids):
         record = dict(by_id[label_id])

@@ -425,6 +425,11 @@ def run_alignment(args: argparse.Namespace) -> int:
         if found.bad_tail is not None:
             print(f"rlaif-gym alignment: warning: {path}: ignoring an incomplete last line",
                   file=sys.stderr)
+        fit = sum(1 for r in found.records if (r.get("calibration") or {}).get("fit"))
+        if fit:
+            print(f"rlaif-gym alignment: warning: {path}: {fit} labels were calibrated on "
+                  "their own human choices (`rlaif-gym calibrate` fit pairs); their alignment "
+                  "is not held out", file=sys.stderr)
     if args.json:
         for report in reports:
             print(json.dumps(report.to_dict()))

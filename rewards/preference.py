@@ -98,6 +98,9 @@ class PreferenceLabel:
         rationales: CoT rationales ``(order ab, order ba)``, ``None`` without CoT.
         dtype: the judge's compute dtype (:attr:`Judge.weights_dtype`, e.g. ``"float32"``);
             ``None`` when unknown (a server backend, or a label written before this field).
+        calibration: ``None`` for a judge's own label; for one written by ``rlaif-gym
+            calibrate``: ``method``, ``params``, ``sources`` (the label files) and ``fit``
+            (whether this pair's human choice was among those the calibration was fit on).
     """
 
     id: str
@@ -113,6 +116,7 @@ class PreferenceLabel:
     judge: str
     rationales: tuple[str, str] | None = None
     dtype: str | None = None
+    calibration: Mapping[str, Any] | None = None
 
     @property
     def ai_choice(self) -> int:
@@ -144,7 +148,7 @@ class PreferenceLabel:
         if not isinstance(data, Mapping):
             raise ValueError(f"preference label must be a JSON object, got {type(data).__name__}")
         fields = set(cls.__dataclass_fields__)
-        missing = fields - set(data) - {"rationales", "dtype"}  # both optional
+        missing = fields - set(data) - {"rationales", "dtype", "calibration"}  # optional
         unknown = set(data) - fields
         if missing or unknown:
             raise ValueError(

@@ -217,6 +217,15 @@ def _train(args: argparse.Namespace) -> int:
             joined = examples_from_labels(train_pairs, labels)
         except (OSError, ValueError) as exc:
             raise CliError(f"{args.labels}: {exc}") from exc
+        leaked = sorted(str(label.id) for label in labels
+                        if label.calibration and label.calibration.get("fit")
+                        and str(label.id) in test_ids)
+        if leaked:
+            raise CliError(f"{args.labels}: the labels were calibrated on the human choices "
+                           f"of {len(leaked)} test-side pairs (e.g. {leaked[:3]}), so the "
+                           "held-out accuracy would not be held out; re-run `rlaif-gym "
+                           "calibrate` with --fit-ids set to this run's split.json (its train "
+                           "side), or pass that split to train-rm with --split-file")
         examples, label_source = joined.examples, "ai"
         all_ids = {str(p.id) for p in pairs}
         outside = sum(1 for label in labels if str(label.id) not in all_ids)

@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 
 #: Modules that contribute subcommands through ``register(subparsers)``.
-COMMAND_MODULES: tuple[str, ...] = ("rlaif_gym.demo", "rewards.cli", "rewards.rm_cli", "agents.cli",
-                                     "rlaif_gym.evaluate_cli", "rlaif_gym.reproduce")
+COMMAND_MODULES: tuple[str, ...] = ("rlaif_gym.demo", "rewards.cli", "rewards.calibrate_cli",
+                                     "rewards.rm_cli", "agents.cli", "rlaif_gym.evaluate_cli",
+                                     "rlaif_gym.reproduce")
 
 
 def positive_int(text: str) -> int:
