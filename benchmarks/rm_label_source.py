@@ -27,7 +27,11 @@ from _report import command_line, write_json  # benchmarks/ is first on sys.path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewards.alignment import read_labels_jsonl, wilson_interval  # noqa: E402
+from rewards.alignment import (  # noqa: E402
+    alignment_report,
+    read_labels_jsonl,
+    wilson_interval,
+)
 from rewards.reward_model import PairSplit, RewardModel  # noqa: E402
 from rlaif_gym.data import load_preference_pairs  # noqa: E402
 
@@ -110,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         missing = [str(p.id) for p in pairs if str(p.id) not in by_id]
         if missing:
             raise SystemExit(f"{path}: no label for {len(missing)} test pairs, e.g. {missing[:3]}")
-        p_first = np.array([float(by_id[str(p.id)]["p_first"]) for p in pairs])
+        records = [by_id[str(p.id)] for p in pairs]
+        z = float(alignment_report(records, source=path).z_acc)
+        p_first = np.array([float(r["p_first"]) for r in records])
         ai_first = np.where(p_first == 0.5, 0.5, (p_first > 0.5).astype(float))
-        z = float(np.where(human == 0, ai_first, 1.0 - ai_first).mean())
         entry = {"file": path, "z_acc": z}
         if name in first:
             agree = np.where((ai_first == 0.5) | (first[name] == 0.5), 0.5,

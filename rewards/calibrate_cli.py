@@ -141,16 +141,17 @@ def calibrate(label_files: Sequence[str], fit_ids: Sequence[str], method: str | 
             name = "stack"
         else:
             (only,) = sets.values()
-            human = {str(r["id"]): r.get("human_choice") for r in only}
-            missing = [i for i in fit if i not in human]
+            covered = {str(r["id"]) for r in only}
+            missing = [i for i in fit if i not in covered]
             if missing:
                 raise CalibrateError(f"{len(missing)} fit ids have no label in "
                                      f"{label_files[0]}, e.g. {missing[:3]}")
-            unlabeled = [i for i in fit if human[i] is None]
-            if unlabeled:
+            data = OrderData.from_records(only, fit)
+            unlabeled = [i for i, h in zip(data.ids, data.human, strict=True) if h < 0]
+            if unlabeled:  # the method's fit would silently drop them
                 raise CalibrateError(f"every fit id needs a human choice; {len(unlabeled)} "
                                      f"have none, e.g. {unlabeled[:3]}")
-            fitted = get_method(method or "threshold").fit(OrderData.from_records(only, fit))
+            fitted = get_method(method or "threshold").fit(data)
             records, params, name = (calibrated_records(only, fitted), fitted.params,
                                      fitted.method.name)
     except CalibrateError:
