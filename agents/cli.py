@@ -51,7 +51,7 @@ rewards (--reward):
   ai-rm      a reward model trained on AI labels: --reward-option path=RM_DIR
   human-rm   a reward model trained on human labels: --reward-option path=RM_DIR
   DIR        a trained reward-model folder (same as ai-rm/human-rm with path=DIR)
-  NAME       any other name registered in rewards.registry.REWARD_FACTORIES
+  NAME       any other name registered in rlaif_gym.reward_registry.REWARD_REGISTRY
   extra options: --reward-option KEY=VALUE (VALUE parsed as JSON when it parses),
   e.g. --reward-option normalize=true
 

@@ -6,7 +6,7 @@ were stripped programmatically before evaluation. Here the same cleanup is a hoo
 also be applied during training:
 
 * :class:`PostprocessedReward` wraps any reward (``PostprocessedReward(inner, fn)`` is itself a
-  :class:`~rewards.base.RewardFunction`), so the env needs no change: the env still decodes
+  :class:`~rlaif_gym.reward_protocol.RewardFunction`), so the env needs no change: the env still decodes
   and reports the raw completion (``info["completion"]``), the wrapped reward scores
   ``fn(completion)``. During training this removes the incentive to pad summaries with
   punctuation the judge might like; ``rlaif-gym sample`` prints completions through the
@@ -20,7 +20,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Sequence
 
-from rewards.base import RewardFunction, RewardOutput
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 
 __all__ = [
     "POSTPROCESSORS",

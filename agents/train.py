@@ -87,7 +87,7 @@ class TrainConfig:
         out_dir: run folder (created).
         env_id: a registered id (``RLAIF-TLDR-v0``, ``RLAIF-HH-Helpful-v0``, ...).
         reward: a reward name (``"direct"``, ``"none"``, names registered in
-            :data:`rewards.registry.REWARD_FACTORIES`), a RewardFunction or a callable
+            :data:`rlaif_gym.reward_registry.REWARD_REGISTRY`), a RewardFunction or a callable
             ``(prompts, completions) -> scores``.
         reward_options: keyword options of a named reward.
         policy: policy model spec (:func:`rlaif_gym.models.load_causal_lm`); also the
@@ -230,25 +230,25 @@ def _env_task(env_id: str) -> str | None:
     return ENV_IDS.get(env_id)
 
 
-def build_reward(config: TrainConfig):
-    """The run's :class:`~rewards.base.RewardFunction`: ``config.reward`` built with its
-    options (the ``"direct"`` reward gets ``judge``, the env's task and ``num_threads``),
-    wrapped in :class:`PostprocessedReward` unless ``postprocess`` is ``"none"``/None."""
-    from rewards.registry import make_reward
+def reward_context(config: TrainConfig) -> dict[str, Any]:
+    """What a run offers its named reward (:func:`rlaif_gym.reward_registry.make_reward`'s
+    ``context``): the env's task, the run's judge and threads."""
+    return {"task": _env_task(config.env_id), "judge": config.judge,
+            "num_threads": config.threads}
 
-    options = dict(config.reward_options)
-    if config.reward == "direct":
-        if config.judge is not None:
-            options.setdefault("judge", config.judge)
-        task = _env_task(config.env_id)
-        if task is not None:
-            options.setdefault("task", task)
-        if config.threads is not None:
-            options.setdefault("num_threads", config.threads)
-    elif config.judge is not None and config.reward != "none":
+
+def build_reward(config: TrainConfig):
+    """The run's :class:`~rlaif_gym.reward_protocol.RewardFunction`: ``config.reward`` built
+    with its options and :func:`reward_context` (a judge-based reward such as ``"direct"``
+    gets ``judge``, the env's task and ``num_threads``), wrapped in
+    :class:`PostprocessedReward` unless ``postprocess`` is ``"none"``/None."""
+    from rlaif_gym.reward_registry import accepts_option, make_reward
+
+    if config.judge is not None and not accepts_option(config.reward, "judge"):
         warnings.warn(f"judge={config.judge!r} is ignored by reward {config.reward!r}",
                       stacklevel=2)
-    reward = make_reward(config.reward, **options)
+    reward = make_reward(config.reward, context=reward_context(config),
+                         **config.reward_options)
     if config.postprocess is None or config.postprocess == "none":
         return reward
     return PostprocessedReward(reward, get_postprocessor(config.postprocess))

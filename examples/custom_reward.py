@@ -2,7 +2,7 @@
 
 Two ways to plug a user reward into ``gym.make("RLAIF-TLDR-v0", reward=...)``:
 
-1. a :class:`rewards.base.RewardFunction` subclass (here :class:`LengthPenalized`, which wraps
+1. a :class:`rlaif_gym.reward_protocol.RewardFunction` subclass (here :class:`LengthPenalized`, which wraps
    another reward, by default the d-RLAIF judge score ``"direct"``), with per-episode details
    that end up in the final ``info``;
 2. a plain callable ``(prompts, completions) -> list[float]`` (here :func:`brevity_bonus`),
@@ -35,8 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a source checkout
 
 import rlaif_gym  # noqa: E402,F401 - registers RLAIF-TLDR-v0
-from rewards.base import RewardFunction, RewardOutput  # noqa: E402
-from rewards.registry import make_reward  # noqa: E402
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput  # noqa: E402
+from rlaif_gym.reward_registry import make_reward  # noqa: E402
 
 
 class LengthPenalized(RewardFunction):

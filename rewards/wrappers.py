@@ -3,7 +3,7 @@
 RLHF libraries usually normalize the reward before the policy update (TRL's
 ``whiten_rewards``/``reward_clip``, Stable-Baselines3's ``VecNormalize``)::
 
-    reward = NormalizedReward("direct", whiten=True, clip=(-5, 5))     # any make_reward spec
+    reward = NormalizedReward(DirectReward(), whiten=True, clip=(-5, 5))   # any reward instance
     env = gym.make("RLAIF-TLDR-v0", reward="ai-rm", path="runs/rm-ai",
                    normalize={"whiten": True, "clip": [-5, 5]})       # the same through the env
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from rewards import normalization as norm
-from rewards.base import RewardFunction, RewardOutput
+from rlaif_gym.reward_protocol import CallableReward, RewardFunction, RewardOutput
 
 __all__ = ["NORMALIZE_KEYS", "NormalizedReward", "normalize_reward"]
 
@@ -54,8 +54,9 @@ class NormalizedReward(RewardFunction):
     2. ``clip=(low, high)``: clip into ``[low, high]``.
 
     Args:
-        inner: any reward :func:`rewards.registry.make_reward` accepts (name, instance,
-            callable).
+        inner: a :class:`~rlaif_gym.reward_protocol.RewardFunction` or a callable
+            ``(prompts, completions) -> scores`` (build a named reward with
+            :func:`rlaif_gym.reward_registry.make_reward` first, or pass ``normalize=`` to it).
         whiten, clip, running, eps, shift_mean: see above.
 
     Details: the inner reward's details plus ``raw_score`` ``(n,)`` (an inner ``raw_score``,
@@ -68,9 +69,14 @@ class NormalizedReward(RewardFunction):
     def __init__(self, inner: object, whiten: bool = True,
                  clip: Sequence[float] | None = None, running: bool = True,
                  eps: float = 1e-8, shift_mean: bool = True) -> None:
-        from rewards.registry import make_reward
-
-        self.inner = make_reward(inner)
+        if isinstance(inner, RewardFunction):
+            self.inner = inner
+        elif callable(inner) and not isinstance(inner, str):
+            self.inner = CallableReward(inner)
+        else:
+            raise TypeError(f"NormalizedReward wraps a RewardFunction or a callable, got "
+                            f"{inner!r}; build a named reward with make_reward(name, "
+                            "normalize=...) instead")
         self.whiten = bool(whiten)
         self.clip = _check_clip(clip)
         self.running = bool(running)
@@ -116,7 +122,7 @@ class NormalizedReward(RewardFunction):
 
 
 def normalize_reward(reward: RewardFunction, normalize: object) -> RewardFunction:
-    """Apply the ``normalize=`` option of :func:`rewards.registry.make_reward`.
+    """Apply the ``normalize=`` option of :func:`rlaif_gym.reward_registry.make_reward`.
 
     ``None``/``False``: ``reward`` unchanged. ``True``: ``NormalizedReward(reward)`` (running
     whitening, no clipping). A mapping: ``NormalizedReward(reward, **mapping)`` with keys

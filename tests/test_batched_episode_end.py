@@ -11,7 +11,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from rewards.base import RewardFunction, RewardOutput
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.data.records import PromptRecord
 from rlaif_gym.envs import vector_env
 from rlaif_gym.envs.text_env import TextGenerationEnv, completion_decoder

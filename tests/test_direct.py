@@ -12,7 +12,7 @@ from rewards.direct import DirectReward, direct_scores
 from rewards.judges.base import Judge, Prompt, as_segments
 from rewards.judges.transformers_judge import TransformersJudge
 from rewards.prompts import TemplateError, render_plain
-from rewards.registry import make_reward
+from rlaif_gym.reward_registry import make_reward
 
 # Probabilities of the first token after "SCORE: " (the rest of the vocabulary has the rest).
 P_FIRST = {"1": 0.2, "2": 0.05, "3": 0.05, "4": 0.05, "5": 0.3, "6": 0.05, "7": 0.05,

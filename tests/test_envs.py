@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rlaif_gym
-from rewards.base import RewardFunction, RewardOutput
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.data.records import PromptRecord
 from rlaif_gym.envs.registration import ENV_IDS
 from rlaif_gym.envs.text_env import (
@@ -119,7 +119,7 @@ def test_unknown_task_lists_the_valid_tasks():
 
 
 def test_direct_reward_gets_the_env_task_and_the_reward_options(monkeypatch):
-    from rewards import registry
+    from rlaif_gym import reward_registry as registry
 
     seen = []
 
@@ -127,7 +127,8 @@ def test_direct_reward_gets_the_env_task_and_the_reward_options(monkeypatch):
         seen.append(options)
         return registry.make_reward(constant_reward)
 
-    monkeypatch.setitem(registry.REWARD_FACTORIES, "direct", fake_direct)
+    monkeypatch.setitem(registry.REWARD_REGISTRY, "direct",
+                        registry.RewardSpec("direct", fake_direct))
     make_env(task="harmless", reward="direct", reward_options={"batch_size": 2}, judge="j")
     make_env(task="harmless", reward="direct", task_template="x", reward_options={"task": "tldr"})
     assert seen == [{"task": "harmless", "batch_size": 2, "judge": "j"},

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rlaif_gym  # noqa: F401 - registers the env ids
-from rewards.base import RewardError, RewardFunction, RewardOutput
-from rewards.registry import make_reward
+from rlaif_gym.reward_protocol import RewardError, RewardFunction, RewardOutput
+from rlaif_gym.reward_registry import make_reward
 from rewards.reward_model import RewardModel, RewardModelReward
 from rewards.wrappers import NormalizedReward
 from rlaif_gym.data.records import PromptRecord

@@ -23,8 +23,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rewards.base import RewardFunction
-from rewards.registry import make_reward
+from rlaif_gym.reward_protocol import RewardFunction
+from rlaif_gym.reward_registry import make_reward
 from rlaif_gym.data.records import PromptRecord, RecordList
 from rlaif_gym.tasks import Task, get_task
 
@@ -409,10 +409,6 @@ class EpisodeCore:
             raise ValueError(f"task {self.task.name!r}: no prompts (split={split!r})")
         return records
 
-    #: Named rewards that judge with a task-specific prompt: the env's task is passed as
-    #: their ``task`` option unless the user gives one.
-    TASK_AWARE_REWARDS = ("direct",)
-
     def _make_reward(
         self, reward: object, reward_options: dict[str, Any] | None, reward_kwargs: dict[str, Any]
     ) -> RewardFunction:
@@ -426,9 +422,8 @@ class EpisodeCore:
                 f"unexpected keyword arguments {sorted(options)}: the reward 'none' takes no "
                 "options (extra keyword arguments of the env are passed to the reward)"
             )
-        if isinstance(reward, str) and reward in self.TASK_AWARE_REWARDS:
-            options.setdefault("task", self.task.name)
-        return make_reward(reward, **options)
+        # a named reward that judges with a task-specific prompt gets this env's task
+        return make_reward(reward, context={"task": self.task.name}, **options)
 
     # -- prompts -----------------------------------------------------------------------------
 
@@ -596,8 +591,8 @@ class TextGenerationEnv(gym.Env[dict[str, Any], int]):
 
     Args:
         task: ``"tldr"``, ``"helpful"`` or ``"harmless"`` (or a :class:`~rlaif_gym.tasks.Task`).
-        reward: anything :func:`rewards.registry.make_reward` accepts (a name such as
-            ``"direct"``, a :class:`~rewards.base.RewardFunction`, a callable
+        reward: anything :func:`rlaif_gym.reward_registry.make_reward` accepts (a name such as
+            ``"direct"``, a :class:`~rlaif_gym.reward_protocol.RewardFunction`, a callable
             ``(prompts, completions) -> scores``). Default ``"none"`` (always 0). The
             ``"direct"`` reward gets this env's task as its ``task`` option unless given.
         reward_options: keyword options for a named reward; extra keyword arguments of

@@ -1,4 +1,4 @@
-"""The reward interface every reward source implements.
+"""The reward protocol: the interface every reward source implements (core layer).
 
 A reward function scores a batch of finished episodes in one call::
 
@@ -10,8 +10,11 @@ A reward function scores a batch of finished episodes in one call::
 the chat-templated policy prompt; ``completions`` are the decoded policy outputs.
 
 Anything else a user hands to ``gym.make(..., reward=...)`` is adapted to this
-interface by :func:`rewards.registry.make_reward`: a plain callable
+interface by :func:`rlaif_gym.reward_registry.make_reward`: a plain callable
 ``(prompts, completions) -> Sequence[float]`` is wrapped in :class:`CallableReward`.
+
+This module and :mod:`rlaif_gym.reward_registry` belong to the core of ``rlaif_gym``: they
+import nothing from ``rewards`` or ``agents``, which build on them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+__all__ = ["CallableReward", "RewardError", "RewardFunction", "RewardOutput", "ZeroReward",
+           "check_scores"]
 
 
 class RewardError(ValueError):
