@@ -5,8 +5,9 @@ often ended in superfluous periods or spaces (possibly reward hacking), so trail
 were stripped programmatically before evaluation. Here the same cleanup is a hook that can
 also be applied during training:
 
-* :class:`PostprocessedReward` wraps any reward (``PostprocessedReward(inner, fn)`` is itself a
-  :class:`~rlaif_gym.reward_protocol.RewardFunction`), so the env needs no change: the env still decodes
+* :class:`PostprocessedReward` wraps any reward (``PostprocessedReward(inner, fn)`` is itself
+  a :class:`~rlaif_gym.reward_protocol.RewardFunction`), so the env needs no change: the env
+  still decodes
   and reports the raw completion (``info["completion"]``), the wrapped reward scores
   ``fn(completion)``. During training this removes the incentive to pad summaries with
   punctuation the judge might like; ``rlaif-gym sample`` prints completions through the

@@ -2,7 +2,8 @@
 
 Two ways to plug a user reward into ``gym.make("RLAIF-TLDR-v0", reward=...)``:
 
-1. a :class:`rlaif_gym.reward_protocol.RewardFunction` subclass (here :class:`LengthPenalized`, which wraps
+1. a :class:`rlaif_gym.reward_protocol.RewardFunction` subclass (here
+   :class:`LengthPenalized`, which wraps
    another reward, by default the d-RLAIF judge score ``"direct"``), with per-episode details
    that end up in the final ``info``;
 2. a plain callable ``(prompts, completions) -> list[float]`` (here :func:`brevity_bonus`),

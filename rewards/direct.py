@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rewards.judges import Judge, load_judge
 from rewards.normalization import expected_score, score_distribution, score_to_reward
 from rewards.prompts import PromptTemplate, load_template, render_score_messages
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 
 __all__ = ["DEFAULT_JUDGE", "DirectReward", "DirectScores", "direct_scores"]
 
@@ -126,8 +126,8 @@ class DirectReward(RewardFunction):
         **judge_kwargs: passed to :func:`~rewards.judges.load_judge` (``backend``, ``dtype``,
             ``device``, ``num_threads``...).
 
-    Details of :class:`~rlaif_gym.reward_protocol.RewardOutput`: ``direct_expected_score`` ``(n,)`` in
-    [1, 10] and ``direct_distribution`` ``(n, 10)``.
+    Details of :class:`~rlaif_gym.reward_protocol.RewardOutput`: ``direct_expected_score``
+    ``(n,)`` in [1, 10] and ``direct_distribution`` ``(n, 10)``.
     """
 
     name = "direct"

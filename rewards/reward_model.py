@@ -57,8 +57,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.data.records import PreferencePair, PromptRecord
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.tasks import PromptTooLongError, Task, get_task
 
 __all__ = [

@@ -22,8 +22,8 @@ Every spec also takes ``normalize=``: ``True`` or a dict such as
 
 ``context=`` carries defaults from the caller, for example the env's ``task`` or a training
 run's ``judge`` and ``num_threads``: each is passed to a named reward whose constructor has a
-parameter of that name (or takes ``**kwargs``), unless the user gave it. This is the one place where "the d-RLAIF
-reward judges with the env's task" is decided.
+parameter of that name (or takes ``**kwargs``), unless the user gave it. This is the one
+place where "the d-RLAIF reward judges with the env's task" is decided.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.data.records import PromptRecord
 from rlaif_gym.envs import vector_env
 from rlaif_gym.envs.text_env import TextGenerationEnv, completion_decoder
 from rlaif_gym.envs.vector_env import TextGenerationVectorEnv
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.testing import make_tiny_tokenizer
 
 TOKENIZER = make_tiny_tokenizer()

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rlaif_gym
-from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.data.records import PromptRecord
 from rlaif_gym.envs.registration import ENV_IDS
 from rlaif_gym.envs.text_env import (
@@ -21,6 +20,7 @@ from rlaif_gym.envs.text_env import (
     completion_decoder,
     default_stop_token_ids,
 )
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.testing import make_tiny_tokenizer
 
 EOS = 258  # <|im_end|> of the tiny tokenizer
@@ -91,7 +91,7 @@ def test_check_env_passes_without_warnings_for_a_directly_built_env():
 
 
 def test_import_registers_the_three_ids_with_native_vector_entry_points():
-    assert rlaif_gym.__version__ == "0.1.0"
+    assert rlaif_gym.__version__ == "0.2.0"
     for env_id in ("RLAIF-TLDR-v0", "RLAIF-HH-Helpful-v0", "RLAIF-HH-Harmless-v0"):
         spec = gym.spec(env_id)
         assert spec.entry_point.endswith(":TextGenerationEnv")

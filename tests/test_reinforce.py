@@ -27,9 +27,9 @@ from agents.reinforce import (
     token_logprobs,
 )
 from agents.rollout import collect_episodes
-from rlaif_gym.reward_protocol import RewardFunction, RewardOutput, ZeroReward
 from rlaif_gym.data.records import PromptRecord
 from rlaif_gym.envs.vector_env import TextGenerationVectorEnv
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput, ZeroReward
 from rlaif_gym.testing import make_tiny_causal_lm, make_tiny_tokenizer
 
 TOKENIZER = make_tiny_tokenizer()

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rlaif_gym  # noqa: F401 - registers the env ids
-from rlaif_gym.reward_protocol import RewardError, RewardFunction, RewardOutput
-from rlaif_gym.reward_registry import make_reward
 from rewards.reward_model import RewardModel, RewardModelReward
 from rewards.wrappers import NormalizedReward
 from rlaif_gym.data.records import PromptRecord
+from rlaif_gym.reward_protocol import RewardError, RewardFunction, RewardOutput
+from rlaif_gym.reward_registry import make_reward
 from rlaif_gym.testing import make_tiny_tokenizer
 
 TOKENIZER = make_tiny_tokenizer()

@@ -11,10 +11,10 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.data.records import PromptRecord
 from rlaif_gym.envs.text_env import TextGenerationEnv
 from rlaif_gym.envs.vector_env import TextGenerationVectorEnv
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.testing import make_tiny_tokenizer
 
 EOS = 258

@@ -23,9 +23,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from rlaif_gym.data.records import PromptRecord, RecordList
 from rlaif_gym.reward_protocol import RewardFunction
 from rlaif_gym.reward_registry import make_reward
-from rlaif_gym.data.records import PromptRecord, RecordList
 from rlaif_gym.tasks import Task, get_task
 
 if TYPE_CHECKING:

@@ -36,9 +36,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from rlaif_gym.reward_protocol import RewardFunction
 from rlaif_gym.data.records import PromptRecord, RecordList
 from rlaif_gym.envs.text_env import DEFAULT_POLICY, EpisodeCore
+from rlaif_gym.reward_protocol import RewardFunction
 from rlaif_gym.tasks import Task
 
 if TYPE_CHECKING:
