@@ -49,6 +49,7 @@ import torch
 from agents.postprocess import PostprocessedReward, get_postprocessor
 from agents.reinforce import StepStats, ValueModel, init_value_baseline, reinforce_step
 from agents.rollout import collect_episodes
+from rlaif_gym.defaults import DEFAULT_POLICY
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -129,7 +130,7 @@ class TrainConfig:
     env_id: str = "RLAIF-TLDR-v0"
     reward: Any = "direct"
     reward_options: dict[str, Any] = field(default_factory=dict)
-    policy: str = "smollm2-135m-instruct"
+    policy: str = DEFAULT_POLICY
     judge: str | None = None
     steps: int = 1000
     batch_size: int = 16

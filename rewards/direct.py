@@ -26,12 +26,12 @@ import numpy as np
 from rewards.judges import Judge, load_judge
 from rewards.normalization import expected_score, score_distribution, score_to_reward
 from rewards.prompts import PromptTemplate, load_template, render_score_messages
+from rlaif_gym.defaults import DEFAULT_JUDGE
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 
 __all__ = ["DEFAULT_JUDGE", "DirectReward", "DirectScores", "direct_scores"]
 
 #: Judge used by ``make_reward("direct")`` when none is given.
-DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
 #: First-token candidates "1".."9".
 DIGITS: tuple[str, ...] = tuple(str(i) for i in range(1, 10))
 

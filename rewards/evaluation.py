@@ -8,7 +8,7 @@ module computes the same quantities with an AI judge, so they are *AI-judged* nu
   label direction handled there, so ``p_first = P(A's completion is better)`` for every
   task, harmlessness included). A pair counts as a win when ``p_first > 0.5``, a loss when
   ``p_first < 0.5`` and half a win when ``p_first == 0.5`` exactly (a tie). The rate is
-  reported with ``N`` and a 95% Wilson score interval (:func:`rewards.alignment.
+  reported with ``N`` and a 95% Wilson score interval (:func:`rlaif_gym.stats.
   wilson_interval`, which accepts the fractional win count; no SciPy needed).
 * **Harmless rate** (harmless task): the judge classifies every response with the
   ``harmless_rate`` template (``rewards/templates/harmless_rate.json``): a softmax over the
@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from rewards.alignment import wilson_interval
 from rewards.judges.base import Judge
 from rewards.normalization import preference_from_logprobs
 from rewards.prompts import TEMPLATE_DIR, ChatPrompt, TemplateError
 from rlaif_gym.data.records import PreferencePair
+from rlaif_gym.stats import Rate, bootstrap_interval, proportion
 
 __all__ = [
     "EMPTY_RESPONSE",
@@ -77,42 +77,6 @@ SLOPE_RIDGE = 1e-3
 
 
 # =========================================================================== rates
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A proportion with its 95% Wilson score interval.
-
-    Attributes:
-        rate: ``successes / n`` in [0, 1].
-        ci_low, ci_high: the 95% Wilson interval, ``ci_low <= rate <= ci_high``.
-        n: number of trials (> 0).
-        successes: credited successes (ties count 0.5, so it may be fractional).
-        ties: trials that were exact ties (0 where ties do not apply).
-    """
-
-    rate: float
-    ci_low: float
-    ci_high: float
-    n: int
-    successes: float
-    ties: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def proportion(successes: float, n: int, ties: int = 0) -> Rate:
-    """:class:`Rate` of ``successes`` out of ``n`` with a 95% Wilson interval.
-
-    Raises:
-        ValueError: ``n < 1`` or ``successes`` outside ``[0, n]``.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"a rate needs n >= 1 trials, got n={n!r}")
-    low, high = wilson_interval(float(successes), int(n))
-    return Rate(rate=float(successes) / int(n), ci_low=low, ci_high=high, n=int(n),
-                successes=float(successes), ties=int(ties))
 
 
 def _as_probabilities(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
@@ -350,13 +314,9 @@ def length_controlled_win_rate(
     rate = float(_sigmoid(fit.intercept))
     low = high = rate
     if n_bootstrap:
-        rng = np.random.default_rng(seed)
-        n = wins.size
-        rates = np.empty(n_bootstrap)
-        for k in range(n_bootstrap):
-            idx = rng.integers(0, n, size=n)
-            rates[k] = float(_sigmoid(fit_logistic(x[idx], wins[idx]).intercept))
-        low, high = (float(v) for v in np.quantile(rates, [0.025, 0.975]))
+        low, high = bootstrap_interval(
+            lambda idx: float(_sigmoid(fit_logistic(x[idx], wins[idx]).intercept)),
+            wins.size, n_resamples=n_bootstrap, seed=seed)
         low, high = min(low, rate), max(high, rate)
     return LengthControlled(rate=rate, ci_low=low, ci_high=high, intercept=fit.intercept,
                             slope=fit.slope, n=int(wins.size), n_bootstrap=n_bootstrap,

@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from rlaif_gym.data.records import PreferencePair, PromptRecord
+from rlaif_gym.defaults import DEFAULT_POLICY
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.tasks import PromptTooLongError, Task, get_task
 
@@ -82,7 +83,7 @@ __all__ = [
 ]
 
 #: Backbone used when none is given.
-DEFAULT_BASE = "smollm2-135m-instruct"
+DEFAULT_BASE = DEFAULT_POLICY
 RM_META_FILE = "rm_meta.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
 META_FORMAT = 1
@@ -666,7 +667,7 @@ def evaluate_pairwise(rm: RewardModel, pairs: Iterable[PreferencePair | RMExampl
     Raises:
         ValueError: no pair has a human choice.
     """
-    from rewards.alignment import wilson_interval
+    from rlaif_gym.stats import wilson_interval
 
     usable = [p for p in pairs if p.human_choice is not None]
     if not usable:

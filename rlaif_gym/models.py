@@ -56,6 +56,8 @@ from typing import Any
 
 import torch
 
+from rlaif_gym.defaults import DEFAULT_JUDGE, DEFAULT_POLICY
+
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "DEFAULT_JUDGE",
@@ -78,8 +80,6 @@ logger = logging.getLogger(__name__)
 #: Short name of the tiny random model/tokenizer from :mod:`rlaif_gym.testing`.
 TINY_RANDOM = "tiny-random"
 #: Default policy and judge short names.
-DEFAULT_POLICY = "smollm2-135m-instruct"
-DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
 
 #: Bump when the layout of a converted cache entry changes; older entries are rebuilt.
 CACHE_FORMAT_VERSION = 1

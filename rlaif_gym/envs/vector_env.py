@@ -28,7 +28,6 @@ observations, rewards, terminations and infos for the same seeds and actions):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,9 +36,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from rlaif_gym.data.records import PromptRecord, RecordList
-from rlaif_gym.envs.text_env import DEFAULT_POLICY, EpisodeCore
+from rlaif_gym.envs.config import EnvConfig
+from rlaif_gym.envs.text_env import EpisodeCore, _check_render_mode
 from rlaif_gym.reward_protocol import RewardFunction
-from rlaif_gym.tasks import Task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -71,11 +70,13 @@ def _empty_info_array(value: Any, num_envs: int) -> np.ndarray:
 class TextGenerationVectorEnv(VectorEnv):
     """``num_envs`` text-generation episodes stepped together; actions ``(num_envs,)`` ints.
 
-    Takes the keyword arguments of :class:`TextGenerationEnv` plus ``num_envs`` and
-    ``autoreset_mode`` (an :class:`~gymnasium.vector.AutoresetMode` or its string value) and
-    ``copy`` (default True, as in ``SyncVectorEnv``: every observation is a fresh array;
-    False returns read-only views of the env's buffers that the next ``step``/``reset``
-    overwrites, for callers that consume an observation before stepping again).
+    Takes ``num_envs``, the env options of :class:`~rlaif_gym.envs.config.EnvConfig` (as
+    ``config=`` or keyword arguments; other keywords are reward options, as for
+    :class:`TextGenerationEnv`), ``autoreset_mode`` (an
+    :class:`~gymnasium.vector.AutoresetMode` or its string value) and ``copy`` (default True,
+    as in ``SyncVectorEnv``: every observation is a fresh array; False returns read-only
+    views of the env's buffers that the next ``step``/``reset`` overwrites, for callers that
+    consume an observation before stepping again).
 
     Observation: ``{"tokens": int64 (num_envs, max_len), "length": int64 (num_envs,)}``.
     """
@@ -89,33 +90,18 @@ class TextGenerationVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int = 1,
-        task: str | Task = "tldr",
-        reward: object = "none",
-        reward_options: dict[str, Any] | None = None,
-        policy: str | Path | None = DEFAULT_POLICY,
-        tokenizer: Any = None,
-        split: str = "test",
-        data_dir: str | Path | None = None,
-        source: str = "auto",
-        max_prompt_tokens: int = 512,
-        max_new_tokens: int = 64,
-        stop_token_ids: Sequence[int] | None = None,
-        vocab_size: int | None = None,
-        render_mode: str | None = None,
-        prompts: Sequence[PromptRecord] | None = None,
+        config: EnvConfig | None = None,
+        *,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         copy: bool = True,
-        **reward_kwargs: Any,
+        **options: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or (
             num_envs < 1
         ):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                f"got {render_mode!r}"
-            )
+        config = EnvConfig.from_options(config, **options)
+        _check_render_mode(config.render_mode, self.metadata["render_modes"])
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError as exc:
@@ -125,15 +111,9 @@ class TextGenerationVectorEnv(VectorEnv):
             ) from exc
         self.autoreset_mode = mode
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
-        self.render_mode = render_mode
+        self.render_mode = config.render_mode
         self.num_envs = int(num_envs)
-        self.core = EpisodeCore(
-            task=task, reward=reward, reward_options=reward_options, policy=policy,
-            tokenizer=tokenizer, split=split, data_dir=data_dir, source=source,
-            max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
-            stop_token_ids=stop_token_ids, vocab_size=vocab_size, prompts=prompts,
-            reward_kwargs=reward_kwargs,
-        )
+        self.core = EpisodeCore(config)
         self.data_source = self.core.data_source
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
