@@ -28,10 +28,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from rewards.reward_model import PairSplit  # noqa: E402
-from rlaif_gym.data import load_tldr_comparisons  # noqa: E402
+from rlaif_gym.data import (
+    format_tldr_post,  # noqa: E402
+    load_tldr_comparisons,  # noqa: E402
+)
 from rlaif_gym.data.records import PromptRecord  # noqa: E402
 from rlaif_gym.models import load_causal_lm, load_tokenizer  # noqa: E402
-from rlaif_gym.tasks import _format_tldr_post, get_task  # noqa: E402
+from rlaif_gym.tasks import get_task  # noqa: E402
 
 
 def heldout_prompts(split: str, skip: int, split_file: str | None, data_dir: str | None,
@@ -48,7 +51,7 @@ def heldout_prompts(split: str, skip: int, split_file: str | None, data_dir: str
     for c in load_tldr_comparisons(data_dir=data_dir, source="local"):
         if test_ids is not None and str(c.id) not in test_ids:
             continue
-        text = _format_tldr_post(c.subreddit, c.title, c.post)
+        text = format_tldr_post(c.subreddit, c.title, c.post)
         key = c.post_id or text
         seen.setdefault(key, PromptRecord(id=key, task="tldr", text=text))
     records = sorted(seen.values(), key=lambda r: r.id)
