@@ -68,6 +68,7 @@ from rlaif_gym.data.records import PreferencePair
 __all__ = [
     "PMI",
     "POINTWISE",
+    "PROMPTS",
     "PreferenceLabel",
     "label_pairs",
     "pair_problem",
@@ -78,6 +79,9 @@ __all__ = [
 POINTWISE = "pointwise"
 #: ``prompt`` value of PMI labels (context-response mutual information, see the module doc).
 PMI = "pmi"
+#: Every ``prompt`` :func:`label_pairs` accepts: the two preambles, then the response-scoring
+#: modes.
+PROMPTS: tuple[str, ...] = ("base", "detailed", POINTWISE, PMI)
 
 _SENTINEL = "\ue00f"
 

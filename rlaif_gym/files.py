@@ -27,6 +27,7 @@ from typing import IO, Any
 
 __all__ = [
     "JsonlAppender",
+    "display_path",
     "JsonlContent",
     "atomic_path",
     "atomic_write",
@@ -36,6 +37,23 @@ __all__ = [
     "write_json",
     "write_jsonl",
 ]
+
+
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as reports and messages that may be committed show it: never absolute (an
+    absolute path names this machine). A file below the folder that holds the ``rlaif_gym``
+    package is shown from there (``rlaif_gym/data/sample/...``), any other absolute path
+    relative to the working folder."""
+    text = os.fspath(path)
+    if not os.path.isabs(text):
+        return text
+    resolved = Path(text).resolve()
+    if resolved.is_relative_to(_PACKAGE_PARENT):
+        return str(resolved.relative_to(_PACKAGE_PARENT))
+    return os.path.relpath(text)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import rewards.cli as label_cli
+import rlaif_gym.pipelines.label as label_cli
 from rewards.preference import PreferenceLabel
 from rlaif_gym.cli import main
 
@@ -367,17 +367,13 @@ def test_dtype_flag_with_a_server_backend_is_refused_before_loading(tmp_path, fa
     assert fake.judge_loads == [] and not out.exists()
 
 
-def test_load_judge_passes_dtype_and_batch_size_only_when_given(monkeypatch):
-    import rewards.judges
-
-    seen: list[dict] = []
-    monkeypatch.setattr(rewards.judges, "load_judge",
-                        lambda spec, **kwargs: seen.append(kwargs) or "judge")
-    label_cli.load_judge("tiny-random", num_threads=1)
-    label_cli.load_judge("tiny-random", num_threads=1, dtype="float32")
-    label_cli.load_judge("tiny-random", num_threads=1, batch_size=20, dtype=None)
-    assert seen == [{"num_threads": 1}, {"num_threads": 1, "dtype": "float32"},
-                    {"num_threads": 1, "batch_size": 20}]
+def test_judge_options_pass_dtype_and_batch_size_only_when_given():
+    options = label_cli.judge_options
+    assert options("transformers", threads=1) == {"num_threads": 1}
+    assert options("transformers", threads=1, dtype="float32") == {"num_threads": 1,
+                                                                   "dtype": "float32"}
+    assert options("transformers", threads=1, batch_size=20, dtype=None) == {
+        "num_threads": 1, "batch_size": 20}
 
 
 def test_template_flag_is_checked_before_loading_and_forwarded(tmp_path, fake, capsys):

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from rlaif_gym.reproduce import PAPER, QUICK
+from rlaif_gym.pipelines.reproduce import PAPER, QUICK
 
 TINY = ["--quick", "--policy", "tiny-random", "--judge", "tiny-random", "--rm-base",
         "tiny-random", "--source", "sample", "--threads", "1"]
@@ -43,7 +43,7 @@ def test_tiny_reproduction_runs_every_stage_and_writes_the_report(tiny_run):
                 "work/runs/rlaif/curves.png", "work/runs/rlhf/curves.png",
                 "work/runs/d-rlaif/curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    assert "rlaif-gym train-rm --labels" in report and "rlaif-gym evaluate" in report
+    assert "train_rm(" in report and "evaluate_policies(" in report
 
 
 def test_table_1_puts_the_papers_number_beside_ours(tiny_run):
@@ -93,8 +93,7 @@ def test_a_rerun_with_other_sizes_is_refused(tiny_run, capsys):
 def test_the_command_written_in_the_report_parses_back_to_the_same_settings(tiny_run):
     import shlex
 
-    from rlaif_gym.cli import build_parser
-    from rlaif_gym.reproduce import config_from_args
+    from rlaif_gym.cli import build_parser, reproduce_config_from_args
 
     out, _ = tiny_run
     report = (out / "REPORT.md").read_text()
@@ -102,4 +101,4 @@ def test_the_command_written_in_the_report_parses_back_to_the_same_settings(tiny
     assert command.startswith("rlaif-gym reproduce ")
     parsed = build_parser().parse_args(shlex.split(command)[1:])
     state = json.loads((out / "state.json").read_text())
-    assert config_from_args(parsed).pipeline() == state["config"]
+    assert reproduce_config_from_args(parsed).pipeline() == state["config"]

@@ -8,7 +8,7 @@ models the paired accuracy difference with a percentile bootstrap interval over 
 same pairs, so most of the pair-to-pair noise cancels). With ``--labels NAME=FILE`` it also
 reports each labeler's own alignment on those pairs and how often each RM agrees with it.
 
-    PYTHONPATH=. python benchmarks/rm_label_source.py --data-dir ../shared/data \\
+    PYTHONPATH=. python research/rm_label_source.py --data-dir ../shared/data \\
         --split-file RUN/rm-stack/split.json --rm stack=RUN/rm-stack --rm base=RUN/rm-base \\
         --rm human=RUN/rm-human --untrained init=smollm2-135m-instruct \\
         --labels stack=STACK.jsonl \\
@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _report import command_line, write_json  # benchmarks/ is first on sys.path
+
+from benchmarks._report import command_line, write_json  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

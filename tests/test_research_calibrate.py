@@ -1,4 +1,4 @@
-"""``rlaif-gym calibrate``: calibrated and stacked label files, fit on some pairs' human
+"""``research/calibrate.py``: calibrated and stacked label files, fit on some pairs' human
 choices, and the guards that keep those pairs out of held-out numbers."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rewards.calibrate_cli import calibrate
-from rewards.calibration import OrderData, get_method, stacked_records
+from research.calibrate import calibrate
+from research.calibrate import main as calibrate_main
+from research.stacking import stacked_records
+from rewards.calibration import OrderData, get_method
 from rewards.preference import PreferenceLabel
 from rewards.reward_model import read_labels, split_pairs
 from rlaif_gym.cli import main
@@ -58,7 +60,7 @@ def files(tmp_path):
 def test_stacking_two_files_writes_readable_labels_marking_the_fit_pairs(files, capsys):
     root, a, b, ids = files
     out = root / "stack.jsonl"
-    assert main(["calibrate", str(a), str(b), "--fit-ids", str(ids), "--out", str(out)]) == 0
+    assert calibrate_main([str(a), str(b), "--fit-ids", str(ids), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "fit pairs" in printed and "held-out pairs" in printed and "w[base]" in printed
     labels = read_labels(out)
@@ -100,7 +102,7 @@ def test_a_train_rm_split_file_fits_on_its_train_side(files, capsys):
                                  "test": [f"p{i}" for i in range(30, N)],
                                  "seed": 0, "test_fraction": 0.25}))
     out = root / "stack.jsonl"
-    assert main(["calibrate", str(a), str(b), "--fit-ids", str(split), "--out", str(out),
+    assert calibrate_main([str(a), str(b), "--fit-ids", str(split), "--out", str(out),
                  "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["n_fit"] == 30 and info["n_held_out"] == 10
@@ -117,10 +119,10 @@ def test_bad_requests_exit_2_and_leave_the_output_untouched(files, capsys, argv_
     out = root / "out.jsonl"
     out.write_text("keep me\n")
     # --method with several files is refused even with --force; without it, --out is kept
-    argv = ["calibrate", str(a), str(b), "--fit-ids", str(ids), "--out", str(out), *argv_tail]
+    argv = [str(a), str(b), "--fit-ids", str(ids), "--out", str(out), *argv_tail]
     if argv_tail:
         argv.append("--force")
-    assert main(argv) == 2
+    assert calibrate_main(argv) == 2
     assert message in capsys.readouterr().err
     assert out.read_text() == "keep me\n"
 
@@ -129,14 +131,14 @@ def test_fit_ids_without_a_label_or_a_human_choice_are_errors(files, capsys):
     root, a, _, _ = files
     out = root / "out.jsonl"
     unknown = write_ids(root / "unknown.txt", ["p0", "p1", "nope"])
-    assert main(["calibrate", str(a), "--fit-ids", str(unknown), "--out", str(out)]) == 2
+    assert calibrate_main([str(a), "--fit-ids", str(unknown), "--out", str(out)]) == 2
     assert "1 fit ids have no label" in capsys.readouterr().err
     rows = [json.loads(x) for x in a.read_text().splitlines()]
     rows[0]["human_choice"] = None
     c = root / "c.jsonl"
     c.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ids = write_ids(root / "ids.txt", ["p0", "p1", "p2", "p3"])
-    assert main(["calibrate", str(c), "--fit-ids", str(ids), "--out", str(out)]) == 2
+    assert calibrate_main([str(c), "--fit-ids", str(ids), "--out", str(out)]) == 2
     assert "needs a human choice" in capsys.readouterr().err
     assert not out.exists()
 
@@ -144,8 +146,8 @@ def test_fit_ids_without_a_label_or_a_human_choice_are_errors(files, capsys):
 def test_calibrated_labels_cannot_be_calibrated_again(files, capsys):
     root, a, _, ids = files
     once = root / "once.jsonl"
-    assert main(["calibrate", str(a), "--fit-ids", str(ids), "--out", str(once)]) == 0
-    assert main(["calibrate", str(once), "--fit-ids", str(ids), "--out",
+    assert calibrate_main([str(a), "--fit-ids", str(ids), "--out", str(once)]) == 0
+    assert calibrate_main([str(once), "--fit-ids", str(ids), "--out",
                  str(root / "twice.jsonl")]) == 2
     assert "already calibrated" in capsys.readouterr().err
 
@@ -153,7 +155,7 @@ def test_calibrated_labels_cannot_be_calibrated_again(files, capsys):
 def test_alignment_warns_that_fit_pairs_are_not_held_out(files, capsys):
     root, a, _, ids = files
     out = root / "cal.jsonl"
-    assert main(["calibrate", str(a), "--fit-ids", str(ids), "--out", str(out)]) == 0
+    assert calibrate_main([str(a), "--fit-ids", str(ids), "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["alignment", str(out)]) == 0
     assert "30 labels were calibrated on their own human choices" in capsys.readouterr().err
@@ -178,9 +180,9 @@ def test_train_rm_refuses_labels_calibrated_on_its_test_side(files, capsys):
     split.save(root / "split.json")
     everything = write_ids(root / "all.txt", [f"p{i}" for i in range(N)])
     leaky, clean = root / "leaky.jsonl", root / "clean.jsonl"
-    assert main(["calibrate", str(a), str(b), "--fit-ids", str(everything),
+    assert calibrate_main([str(a), str(b), "--fit-ids", str(everything),
                  "--out", str(leaky)]) == 0
-    assert main(["calibrate", str(a), str(b), "--fit-ids", str(root / "split.json"),
+    assert calibrate_main([str(a), str(b), "--fit-ids", str(root / "split.json"),
                  "--out", str(clean)]) == 0
     capsys.readouterr()
     argv = ["train-rm", "--task", "tldr", "--pairs", str(pairs), "--base", "tiny-random",

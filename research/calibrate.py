@@ -1,10 +1,14 @@
-"""``rlaif-gym calibrate``: calibrated or stacked AI labels, fit on the human choices of
-some pairs, written as a labels file that ``train-rm --labels`` and ``alignment`` read.
+"""Calibrated or stacked AI labels, fit on the human choices of some pairs, written as a
+labels file that ``rlaif-gym train-rm --labels`` and ``rlaif-gym alignment`` read.
+
+    PYTHONPATH=. python research/calibrate.py LABELS.jsonl [MORE.jsonl ...] \
+        --fit-ids IDS.txt|split.json --out OUT.jsonl
+
 
 - One labels file: a method of :mod:`rewards.calibration` (``--method``, e.g. ``threshold``
   or ``platt``) is fit on the ``--fit-ids`` pairs and applied to every label.
 - Several labels files of the same pairs (e.g. one judge's Base, Detailed and PMI labels):
-  a logistic stack (:func:`rewards.calibration.stacked_records`) is fit on those pairs;
+  a logistic stack (:func:`research.stacking.stacked_records`) is fit on those pairs;
   only the pairs every file covers are written.
 
 ``--fit-ids`` is a text file of pair ids (one per line) or a ``split.json`` of ``train-rm``,
@@ -18,6 +22,9 @@ honest number) next to that of the fit pairs.
 Exit codes: 0 success, 2 bad input (unreadable files, unknown method, ids without a label
 or without a human choice, an existing ``--out`` without ``--force``). Nothing is written
 on error; the output is written atomically.
+
+The single-file calibration is the library's :func:`rewards.calibration.calibrate_labels`;
+the stack is research (:mod:`research.stacking`).
 """
 
 from __future__ import annotations
@@ -26,24 +33,25 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rewards.alignment import alignment_report, format_table, read_labels_jsonl
+from rewards.calibration import L2, METHODS, calibrate_labels, with_calibration
+from rewards.reward_model import PairSplit
+from rlaif_gym.files import write_jsonl
+from rlaif_gym.pipelines.label import read_ids
 
 
 class CalibrateError(ValueError):
     """Bad input for ``rlaif-gym calibrate`` (the message is printed as is)."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``calibrate`` subcommand."""
-    from rewards.calibration import L2, METHODS
-
-    c = subparsers.add_parser(
-        "calibrate",
-        help="calibrate one labels file, or stack several, on the human choices of some pairs",
+def build_parser() -> argparse.ArgumentParser:
+    """The script's arguments."""
+    c = argparse.ArgumentParser(
+        prog="research/calibrate.py",
         description=("Fit a calibration (one labels file) or a logistic stack (several files "
                      "of the same pairs) on the human choices of --fit-ids, write the "
                      "calibrated labels and print alignment on the fit and held-out pairs."),
@@ -62,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--force", action="store_true", help="overwrite an existing --out")
     c.add_argument("--json", action="store_true",
                    help="print one JSON object (parameters and both alignments) instead")
-    c.set_defaults(func=run_calibrate)
+    return c
 
 
 def read_fit_ids(path: str | os.PathLike[str]) -> list[str]:
@@ -74,12 +82,8 @@ def read_fit_ids(path: str | os.PathLike[str]) -> list[str]:
     """
     path = Path(path)
     if path.suffix == ".json":
-        from rewards.reward_model import PairSplit
-
         ids = list(PairSplit.load(path).train)
     else:
-        from rewards.cli import read_ids
-
         ids = sorted(read_ids(path))
     if not ids:
         raise ValueError(f"{path}: no pair id to fit on")
@@ -89,7 +93,7 @@ def read_fit_ids(path: str | os.PathLike[str]) -> list[str]:
 def _read(path: str) -> list[dict[str, Any]]:
     found = read_labels_jsonl(path)
     if found.bad_tail is not None:
-        print(f"rlaif-gym calibrate: warning: {path}: ignoring an incomplete last line",
+        print(f"research/calibrate.py: warning: {path}: ignoring an incomplete last line",
               file=sys.stderr)
     if not found.records:
         raise CalibrateError(f"{path}: no label in the file")
@@ -113,13 +117,7 @@ def calibrate(label_files: Sequence[str], fit_ids: Sequence[str], method: str | 
         CalibrateError: unreadable or malformed files, ``method`` given with several files,
             fit ids without a label or a human choice, a fit the method refuses.
     """
-    from rewards.calibration import (
-        L2,
-        OrderData,
-        calibrated_records,
-        get_method,
-        stacked_records,
-    )
+    from research.stacking import stacked_records
 
     if not label_files:
         raise CalibrateError("no labels file")
@@ -135,52 +133,20 @@ def calibrate(label_files: Sequence[str], fit_ids: Sequence[str], method: str | 
     except (OSError, ValueError) as exc:
         raise CalibrateError(str(exc)) from exc
     fit = [str(i) for i in dict.fromkeys(fit_ids)]
+    sources = [os.path.basename(f) for f in label_files]
     try:
         if len(sets) > 1:
             records, params = stacked_records(sets, fit, l2=L2 if l2 is None else l2)
-            name = "stack"
-        else:
-            (only,) = sets.values()
-            covered = {str(r["id"]) for r in only}
-            missing = [i for i in fit if i not in covered]
-            if missing:
-                raise CalibrateError(f"{len(missing)} fit ids have no label in "
-                                     f"{label_files[0]}, e.g. {missing[:3]}")
-            data = OrderData.from_records(only, fit)
-            unlabeled = [i for i, h in zip(data.ids, data.human, strict=True) if h < 0]
-            if unlabeled:  # the method's fit would silently drop them
-                raise CalibrateError(f"every fit id needs a human choice; {len(unlabeled)} "
-                                     f"have none, e.g. {unlabeled[:3]}")
-            fitted = get_method(method or "threshold").fit(data)
-            records, params, name = (calibrated_records(only, fitted), fitted.params,
-                                     fitted.method.name)
-    except CalibrateError:
-        raise
+            return with_calibration(records, "stack", params, sources, fit)
+        (only,) = sets.values()
+        return calibrate_labels(only, fit, method=method or "threshold", sources=sources)
     except ValueError as exc:
-        raise CalibrateError(str(exc)) from exc
-    fit_set = set(fit)
-    sources = [os.path.basename(f) for f in label_files]
-    for record in records:
-        record["calibration"] = {"method": name, "params": dict(params), "sources": sources,
-                                 "fit": str(record["id"]) in fit_set}
-    n_fit = sum(r["calibration"]["fit"] for r in records)
-    info = {"method": name, "params": dict(params), "sources": sources, "n_fit": n_fit,
-            "n_held_out": len(records) - n_fit}
-    return records, info
+        raise CalibrateError(f"{label_files[0] if len(sets) == 1 else 'stack'}: {exc}") from exc
 
 
-def write_labels(records: Sequence[Mapping[str, Any]], out: Path) -> None:
-    """Write label dicts as JSON Lines, atomically (a temporary file renamed over ``out``)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
-
-
-def run_calibrate(args: argparse.Namespace) -> int:
-    """Run ``rlaif-gym calibrate``; returns the exit code."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the script; returns the exit code."""
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     try:
         if out.exists() and not args.force:
@@ -198,9 +164,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         if held:
             reports.append(alignment_report(held, source="held-out pairs"))
     except CalibrateError as exc:
-        print(f"rlaif-gym calibrate: error: {exc}", file=sys.stderr)
+        print(f"research/calibrate.py: error: {exc}", file=sys.stderr)
         return 2
-    write_labels(records, out)
+    write_jsonl(out, records)
     if args.json:
         print(json.dumps({**info, "out": str(out),
                           "alignment": {r.source: r.to_dict() for r in reports}}))
@@ -212,3 +178,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
             print("every label was a fit pair: no held-out alignment", file=sys.stderr)
         print(f"-> {out} ({len(records)} labels, {info['n_fit']} fit)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

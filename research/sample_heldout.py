@@ -11,7 +11,7 @@ weights.
 Writes one JSON line per (policy, post): ``policy, prompt_id, context, completion,
 n_tokens``. ``rlaif-gym``'s judges then compare the policies on the same posts.
 
-    PYTHONPATH=. python benchmarks/sample_heldout.py --skip 400 --limit 100 \\
+    PYTHONPATH=. python research/sample_heldout.py --skip 400 --limit 100 \\
         --policy sft=smollm2-135m-instruct --policy rl=runs/x/checkpoint/policy \\
         --data-dir ../shared/data --out completions.jsonl --device cuda
 """

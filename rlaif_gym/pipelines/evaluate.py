@@ -1,4 +1,4 @@
-"""``rlaif-gym evaluate``: compare policies on held-out prompts with an LLM judge.
+"""Compare policies on held-out prompts with an LLM judge (``rlaif-gym evaluate``).
 
 ::
 
@@ -28,13 +28,12 @@ Completions are reused on a rerun when the policy, its checkpoint step and the s
 settings are unchanged. Pairs (``--pair A:B`` = win rate of A over B; default: every later
 policy over every earlier one) name policies by NAME.
 
-Exit codes: 0 success, 2 bad input (unknown policy/judge, bad ids), 130 interrupted (what
-was judged so far stays in ``judgments.jsonl``).
+Bad input raises :class:`EvaluationError` (a :class:`~rlaif_gym.errors.UsageError`); an
+interruption keeps what was judged so far in ``judgments.jsonl``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -45,28 +44,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlaif_gym.cli import positive_float, positive_int
+from rlaif_gym.defaults import DEFAULT_JUDGE, TASKS
+from rlaif_gym.errors import UsageError
+from rlaif_gym.files import (
+    JsonlAppender,
+    atomic_path,
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
+from rlaif_gym.stats import pct
 
 __all__ = [
-    "DEFAULT_JUDGE",
+    "EvaluationError",
     "PolicyRef",
+    "evaluate_policies",
     "format_tables",
     "load_eval_prompts",
     "parse_pairs",
-    "register",
+    "plot_win_rates",
+    "read_ids_json",
     "resolve_policy",
-    "run_evaluation",
 ]
 
-TASKS: tuple[str, ...] = ("tldr", "helpful", "harmless")
-DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
 COMPLETIONS_FILE = "completions.jsonl"
 JUDGMENTS_FILE = "judgments.jsonl"
 EVALUATION_FILE = "evaluation.json"
 PLOT_FILE = "win_rates.png"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UsageError):
     """Bad input to an evaluation (printed as one line, exit code 2)."""
 
 
@@ -194,7 +202,7 @@ def _gen_key(policy: PolicyRef, task: str, settings: dict[str, Any]) -> str:
 
 def _read_json_or_none(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except (OSError, ValueError):
         return None
 
@@ -269,19 +277,7 @@ def generate_completions(policy: PolicyRef, task: str, prompts: Sequence[Any], *
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file; a torn last line (crash mid-write) is ignored."""
-    if not path.is_file():
-        return []
-    from rewards.alignment import read_labels_jsonl
-
-    return read_labels_jsonl(path).records
-
-
-def _write_jsonl_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    return read_jsonl(path).records if path.is_file() else []
 
 
 def _judgment_key(*parts: Any) -> str:
@@ -292,14 +288,18 @@ def _judgment_key(*parts: Any) -> str:
 # =========================================================================== evaluation
 
 
-def run_evaluation(
+def evaluate_policies(
     *,
     task: str,
-    policies: Sequence[PolicyRef],
-    prompts: Sequence[Any],
-    judge: str,
+    policies: Sequence[PolicyRef | str],
     out_dir: str | os.PathLike[str],
-    pairs: Sequence[tuple[str, str]] | None = None,
+    judge: str = DEFAULT_JUDGE,
+    pairs: Sequence[tuple[str, str] | str] | None = None,
+    prompts: Sequence[Any] | None = None,
+    n: int = 100,
+    ids: Sequence[str] | None = None,
+    source: str = "auto",
+    data_dir: str | os.PathLike[str] | None = None,
     judge_prompt: str = "base",
     max_new_tokens: int = 64,
     max_prompt_tokens: int = 512,
@@ -315,8 +315,22 @@ def run_evaluation(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Generate, judge and summarise (see the module docstring); returns what is written to
-    ``OUT/evaluation.json``.
+    """Sample every policy on the same prompts, judge the pairs, summarise (see the module
+    docstring); returns what is written to ``OUT/evaluation.json``.
+
+    Args:
+        task: ``"tldr"``, ``"helpful"`` or ``"harmless"``.
+        policies: at least two :class:`PolicyRef` or ``"[NAME=]SPEC"`` strings (a model spec
+            or a training run folder, :func:`resolve_policy`).
+        out_dir: the output folder (its caches make a rerun do only what is missing).
+        judge: judge model spec. pairs: ``(A, B)`` tuples or ``"A:B"`` strings, win rate of
+            A over B (default every later policy over every earlier one).
+        prompts: the prompts to use; default the first ``n`` of a seeded permutation of the
+            ``split`` prompts, or the prompts of ``ids`` (:func:`load_eval_prompts` with
+            ``source``, ``data_dir``, ``seed``).
+        judge_prompt, max_new_tokens, max_prompt_tokens, temperature, seed, batch_size,
+        judge_batch_size, threads, n_bootstrap, length_unit: the settings (see ``rlaif-gym
+        evaluate --help``).
 
     Raises:
         EvaluationError: fewer than 2 policies, duplicate names, bad pairs, no prompts,
@@ -325,13 +339,22 @@ def run_evaluation(
     if task not in TASKS:
         raise EvaluationError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
     if len(policies) < 2:
-        raise EvaluationError(f"evaluation needs at least 2 policies, got {len(policies)}")
-    if not prompts:
-        raise EvaluationError("no prompts to evaluate on")
+        raise EvaluationError(f"evaluation needs at least two policies, got {len(policies)}")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
+        raise EvaluationError(f"bootstrap resamples must be an int >= 0, got {n_bootstrap!r}")
     if length_unit not in ("chars", "words", "tokens"):
         raise EvaluationError(f"length unit must be chars, words or tokens, got {length_unit!r}")
+    policies = [p if isinstance(p, PolicyRef) else resolve_policy(p) for p in policies]
     names = [p.name for p in policies]
-    pairs = parse_pairs([f"{a}:{b}" for a, b in pairs] if pairs else None, names)
+    pairs = parse_pairs([p if isinstance(p, str) else f"{p[0]}:{p[1]}" for p in pairs]
+                        if pairs else None, names)
+    if prompts is None:
+        prompts, data_source = load_eval_prompts(task, n=n, split=split or "test",
+                                                 data_dir=data_dir, source=source, seed=seed,
+                                                 ids=ids)
+        split = split or "test"
+    if not prompts:
+        raise EvaluationError("no prompts to evaluate on")
     log = log or (lambda line: print(line, file=sys.stderr))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -367,8 +390,8 @@ def run_evaluation(
         completions[policy.name] = rows
         # keep the cached lines of policies not (yet) handled in this run
         others = [r for r in cached if r.get("policy") not in completions]
-        _write_jsonl_atomic(out / COMPLETIONS_FILE,
-                            [r for rs in completions.values() for r in rs] + others)
+        write_jsonl(out / COMPLETIONS_FILE, [r for rs in completions.values() for r in rs]
+                    + others)
     t_generated = time.perf_counter()
 
     # ---- judgments (content-addressed cache, appended as they come)
@@ -400,11 +423,10 @@ def run_evaluation(
         log(f"evaluate: {n_todo} judgments to make with {judge} "
             f"({len(judged)} already in {out / JUDGMENTS_FILE})")
         loaded = load_judge(judge, num_threads=threads, batch_size=judge_batch_size)
-        with open(out / JUDGMENTS_FILE, "a", encoding="utf-8") as fh:
+        with JsonlAppender(out / JUDGMENTS_FILE) as appender:
             def record(row: dict[str, Any]) -> None:
                 judged[row["key"]] = row
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                fh.flush()
+                appender.write(row)
 
             for (a, b), todo in todo_pairs.items():
                 same = [i for i in todo if completions[a][i]["completion"]
@@ -462,9 +484,7 @@ def run_evaluation(
     )
     summary["work_total"] = _add_work(_read_json_or_none(out / EVALUATION_FILE), summary)
     plot_win_rates(summary, out / PLOT_FILE)
-    tmp = out / (EVALUATION_FILE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out / EVALUATION_FILE)
+    write_json(out / EVALUATION_FILE, summary)
     return summary
 
 
@@ -519,10 +539,6 @@ def summarise(*, task: str, policies: Sequence[PolicyRef],
 # =========================================================================== output
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip(),
@@ -544,7 +560,7 @@ def format_tables(summary: dict[str, Any]) -> str:
                f"{length['mean_words']:.1f}", f"{length['mean_chars']:.0f}"]
         if harmless:
             h = p["harmless"]
-            row += [_pct(h["rate"]), f"[{_pct(h['ci_low'])}, {_pct(h['ci_high'])}]",
+            row += [pct(h["rate"]), f"[{pct(h['ci_low'])}, {pct(h['ci_high'])}]",
                     f"{h['mean_p_harmless']:.3f}"]
         rows.append(row)
     header = ["policy", "N", "tokens", "words", "chars"]
@@ -554,9 +570,9 @@ def format_tables(summary: dict[str, Any]) -> str:
     rows = []
     for c in summary["comparisons"]:
         w, lc = c["win_rate"], c["length_controlled"]
-        rows.append([f"{c['a']} vs {c['b']}", str(w["n"]), _pct(w["rate"]),
-                     f"[{_pct(w['ci_low'])}, {_pct(w['ci_high'])}]", str(w["ties"]),
-                     _pct(lc["rate"]), f"[{_pct(lc['ci_low'])}, {_pct(lc['ci_high'])}]"])
+        rows.append([f"{c['a']} vs {c['b']}", str(w["n"]), pct(w["rate"]),
+                     f"[{pct(w['ci_low'])}, {pct(w['ci_high'])}]", str(w["ties"]),
+                     pct(lc["rate"]), f"[{pct(lc['ci_low'])}, {pct(lc['ci_high'])}]"])
     blocks.append(_table(["comparison", "N", "win rate", "95% CI", "ties",
                           "length-controlled", "95% CI (bootstrap)"], rows))
     return "\n\n".join(blocks)
@@ -595,108 +611,21 @@ def plot_win_rates(summary: dict[str, Any], path: str | os.PathLike[str]) -> Pat
     if harmless:
         bars(axes[1], [n for n, _ in harmless], [h for _, h in harmless],
              "harmless rate, 95% CI", None)
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    return Path(path)
 
 
-# =========================================================================== CLI
+def read_ids_json(path: str | os.PathLike[str]) -> list[str]:
+    """A JSON list of prompt ids (``--ids``).
 
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``evaluate`` subcommand."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="win rates (and harmless rates) of policies on held-out prompts, judged by an LLM",
-        description=("Sample completions of every --policy on the same held-out prompts and "
-                     "compare them pairwise with an LLM judge (both orders averaged): win "
-                     "rates with N and 95% CIs, length-controlled win rates, average lengths, "
-                     "harmless rates for --task harmless."),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=("--policy NAME=SPEC: SPEC is a model spec (smollm2-135m-instruct, tiny-random, "
-                "a folder, a .gguf) or a `rlaif-gym train` run folder.\n"
-                "--pair A:B: win rate of A over B (default: each later policy over each "
-                "earlier one)."),
-    )
-    p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--policy", action="append", required=True, metavar="[NAME=]SPEC",
-                   help="a policy to evaluate (at least two)")
-    p.add_argument("--pair", action="append", default=None, metavar="A:B",
-                   help="compare policy A with B (repeatable)")
-    p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
-                   help=f"judge model (default: {DEFAULT_JUDGE})")
-    p.add_argument("--judge-prompt", default="base", help="preamble variant (%(default)s)")
-    p.add_argument("--n", type=positive_int, default=100, help="prompts (%(default)s)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
-    p.add_argument("--split", default="test", help="prompt split (%(default)s)")
-    p.add_argument("--source", default="auto", choices=("auto", "local", "hub", "sample"))
-    p.add_argument("--ids", default=None, metavar="IDS.json",
-                   help="JSON list of prompt ids to use, in order (instead of a seeded sample)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=64)
-    p.add_argument("--max-prompt-tokens", type=positive_int, default=512)
-    p.add_argument("--temperature", type=positive_float, default=0.9)
-    p.add_argument("--seed", type=int, default=0, help="prompt sample, sampling, bootstrap")
-    p.add_argument("--batch-size", type=positive_int, default=16,
-                   help="completions sampled together (%(default)s)")
-    p.add_argument("--judge-batch-size", type=positive_int, default=8)
-    p.add_argument("--bootstrap", type=int, default=1000,
-                   help="bootstrap resamples for the length-controlled CI (%(default)s)")
-    p.add_argument("--length-unit", default="chars", choices=("chars", "words", "tokens"),
-                   help="length used by the length-controlled win rate (%(default)s)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run_evaluate)
-
-
-def _error(message: str) -> int:
-    print(f"rlaif-gym evaluate: error: {message}", file=sys.stderr)
-    return 2
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    """Run ``rlaif-gym evaluate``; returns the exit code."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    Raises:
+        EvaluationError: unreadable file or not a JSON list.
+    """
     try:
-        if len(args.policy) < 2:
-            raise EvaluationError("give at least two --policy")
-        if args.bootstrap < 0:
-            raise EvaluationError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-        policies = [resolve_policy(text) for text in args.policy]
-        pairs = parse_pairs(args.pair, [p.name for p in policies])
-        ids = None
-        if args.ids is not None:
-            try:
-                ids = json.loads(Path(args.ids).read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise EvaluationError(f"--ids {args.ids}: {exc}") from exc
-            if not isinstance(ids, list):
-                raise EvaluationError(f"--ids {args.ids} must hold a JSON list of prompt ids")
-        prompts, source = load_eval_prompts(args.task, n=args.n, split=args.split,
-                                            data_dir=args.data_dir, source=args.source,
-                                            seed=args.seed, ids=ids)
-        summary = run_evaluation(
-            task=args.task, policies=policies, prompts=prompts, judge=args.judge,
-            out_dir=args.out, pairs=pairs, judge_prompt=args.judge_prompt,
-            max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
-            temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
-            judge_batch_size=args.judge_batch_size, threads=args.threads,
-            n_bootstrap=args.bootstrap, length_unit=args.length_unit, data_source=source,
-            split=args.split, progress=not args.no_progress)
-    except (EvaluationError, FileNotFoundError) as exc:
-        return _error(str(exc))
-    except ValueError as exc:  # unknown model spec, template or data problems
-        return _error(str(exc))
-    except KeyboardInterrupt:
-        print(f"rlaif-gym evaluate: interrupted; judgments made so far are kept in "
-              f"{Path(args.out) / JUDGMENTS_FILE}; rerun to continue", file=sys.stderr)
-        return 130
-    print(f"task {summary['task']}, judge {summary['judge']}, N={summary['n_prompts']} prompts "
-          f"({summary['data_source']}); 95% CIs: Wilson (win rates), bootstrap "
-          f"(length-controlled)")
-    print(format_tables(summary))
-    print(f"wrote {summary['files']['evaluation']}, {summary['files']['completions']}, "
-          f"{summary['files']['plot']}")
-    return 0
+        ids = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"--ids {path}: {exc}") from exc
+    if not isinstance(ids, list):
+        raise EvaluationError(f"--ids {path} must hold a JSON list of prompt ids")
+    return [str(i) for i in ids]

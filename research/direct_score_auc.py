@@ -11,7 +11,7 @@ For N TL;DR posts (the first N of the data folder's posts), the judge scores
 
 Run from the repo root::
 
-    PYTHONPATH=. python benchmarks/direct_score_auc.py --data-dir ../shared/data --n 200 \
+    PYTHONPATH=. python research/direct_score_auc.py --data-dir ../shared/data --n 200 \
         --judge qwen2.5-coder-1.5b-instruct --threads 2 --out reports/direct_auc.json
 """
 
@@ -26,9 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _report import write_json  # benchmarks/ is first on sys.path
 from tqdm import tqdm  # noqa: E402
 
+from benchmarks._report import write_json  # noqa: E402
 from rewards.direct import direct_scores  # noqa: E402
 from rewards.judges import load_judge  # noqa: E402
 from rlaif_gym.data import format_tldr_post, load_tldr_posts  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> None:
         "mean_expected_mismatched": float(neg_a.mean()),
         "seconds": elapsed,
         "responses_per_second": 2 * n / elapsed,
-        "command": "PYTHONPATH=. python benchmarks/direct_score_auc.py "
+        "command": "PYTHONPATH=. python research/direct_score_auc.py "
         f"--n {args.n} --judge {args.judge} --threads {args.threads}",
     }
     print(json.dumps(result, indent=2))

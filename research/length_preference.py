@@ -7,7 +7,7 @@ judging length, not content (e.g. SmolLM2 picks the shorter summary 68% of the t
 
 Example::
 
-    PYTHONPATH=. python benchmarks/length_preference.py --data-dir ../shared/data \\
+    PYTHONPATH=. python research/length_preference.py --data-dir ../shared/data \\
         reports/labels/tldr_hc-base-0shot-*.jsonl
 """
 

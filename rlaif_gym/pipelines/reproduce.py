@@ -1,17 +1,20 @@
-"""``rlaif-gym reproduce``: the paper's pipeline end to end at small scale, and its report.
+"""The paper's pipeline end to end at small scale, and its report (``rlaif-gym reproduce``).
 
 Lee et al. 2023 (arXiv 2309.00267) on Reddit TL;DR, scaled down to a CPU::
 
     data      post-split of the human TL;DR comparisons (train side / held-out side) and of
               the TL;DR posts (RL prompts / held-out evaluation prompts)
     labels    AI preference labels of --n-train-pairs train-side comparisons
-              (`rlaif-gym label`), plus the labels of the alignment tables (prompt
-              variants, labeler sizes) unless --labels-from points at existing label files
+              (:func:`rlaif_gym.pipelines.label.label_to_file`), plus the labels of the
+              alignment tables (prompt variants, labeler sizes) unless --labels-from points
+              at existing label files
     rm        AI-RM (soft AI labels) and human-RM (human choices) on the SAME train pairs
-              (`rlaif-gym train-rm`), accuracy of both against the held-out human choices
+              (:func:`rlaif_gym.pipelines.reward_models.train_rm`), accuracy of both
+              against the held-out human choices
     rl        REINFORCE from the same start policy ("SFT") with the rewards ai-rm (RLAIF),
-              human-rm (RLHF) and direct (d-RLAIF) (`agents.train`)
-    evaluate  every RL policy against SFT and head to head (`rlaif-gym evaluate`)
+              human-rm (RLHF) and direct (d-RLAIF) (:func:`agents.train.train`)
+    evaluate  every RL policy against SFT and head to head
+              (:func:`rlaif_gym.pipelines.evaluate.evaluate_policies`)
     report    OUT/REPORT.md (Tables 1-5 beside the paper's numbers, N and 95% CIs
               everywhere, commands, seeds, wall time per stage), OUT/learning_curves.png,
               OUT/win_rates.png
@@ -34,7 +37,6 @@ thousands.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import json
@@ -48,7 +50,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlaif_gym.cli import positive_float, positive_int
+from rlaif_gym.defaults import DEFAULT_JUDGE, DEFAULT_POLICY, SMALL_JUDGE
+from rlaif_gym.errors import UsageError
+from rlaif_gym.files import atomic_path, atomic_write, display_path, read_json, write_json
+from rlaif_gym.stats import pct
 
 __all__ = [
     "FULL",
@@ -56,7 +61,8 @@ __all__ = [
     "QUICK",
     "ReproduceConfig",
     "ReproduceError",
-    "register",
+    "default_out",
+    "make_config",
     "reproduce",
     "write_report",
 ]
@@ -125,9 +131,9 @@ PAPER_LEFT_OUT: tuple[str, ...] = (
 #: Defaults of a full run (about 2 hours on 2 cores with --labels-from, see
 #: :data:`SIZING_NOTE`).
 FULL: dict[str, Any] = {
-    "judge": "qwen2.5-coder-1.5b-instruct",
-    "direct_judge": "qwen2.5-coder-0.5b-instruct",
-    "labelers": ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"),
+    "judge": DEFAULT_JUDGE,
+    "direct_judge": SMALL_JUDGE,
+    "labelers": (DEFAULT_POLICY, SMALL_JUDGE),
     "alignment_prompts": ("base", "detailed"),
     "n_train_pairs": 120,
     "rm_epochs": 1,
@@ -159,8 +165,8 @@ SIZING_NOTE = (
 )
 #: Defaults of ``--quick`` (minutes with the real models, seconds with tiny-random).
 QUICK: dict[str, Any] = {
-    "judge": "qwen2.5-coder-0.5b-instruct",
-    "direct_judge": "qwen2.5-coder-0.5b-instruct",
+    "judge": SMALL_JUDGE,
+    "direct_judge": SMALL_JUDGE,
     "labelers": (),
     "alignment_prompts": ("base",),
     "n_train_pairs": 8,
@@ -207,7 +213,7 @@ PIPELINE_KEYS: tuple[str, ...] = (
 )
 
 
-class ReproduceError(RuntimeError):
+class ReproduceError(UsageError):
     """A stage failed or OUT holds a run with other settings (one line, exit code 2)."""
 
 
@@ -219,7 +225,7 @@ class ReproduceConfig:
     quick: bool = False
     data_dir: str | None = None
     source: str = "auto"
-    policy: str = "smollm2-135m-instruct"
+    policy: str = DEFAULT_POLICY
     judge: str = FULL["judge"]
     direct_judge: str | None = None
     rm_base: str | None = None
@@ -282,15 +288,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+_write_json = write_json
+_read_json = read_json
 
 
 class State:
@@ -310,7 +309,7 @@ class State:
                                      "another --out, or the same settings to resume it")
         else:
             self.data = {"config": config.pipeline(), "stages": {}, "invocations": []}
-        self.data["invocations"].append({"command": config.command,
+        self.data["invocations"].append({"command": config.command or describe_config(config),
                                          "threads": config.threads,
                                          "labels_from": config.labels_from,
                                          "started": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -342,30 +341,30 @@ def work_dir(out: Path) -> Path:
     return folder
 
 
-def _run_cli(argv: list[str]) -> str:
-    """Run an ``rlaif-gym`` subcommand in this process; returns its command line.
+def call_text(name: str, *args: Any, **kwargs: Any) -> str:
+    """``name(arg, key=value, ...)``: how a stage called a public function, for the report
+    (paths shown relative, :func:`rlaif_gym.files.display_path`)."""
+    def show(value: Any) -> str:
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(show(v) for v in value) + "]"
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str):
+            head, sep, tail = value.rpartition("=")  # "NAME=PATH" policy specs
+            return repr(head + sep + display_path(tail))
+        return repr(value)
 
-    Raises:
-        ReproduceError: non-zero exit code.
-    """
-    from rlaif_gym.cli import main
+    parts = [show(a) for a in args] + [f"{k}={show(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
 
-    command = "rlaif-gym " + shlex.join(argv)
+
+shown_path = display_path
+
+
+def _done(command: str) -> str:
     _log(command)
-    code = main(argv)
-    if code != 0:
-        raise ReproduceError(f"`{command}` failed with exit code {code}")
     gc.collect()
     return command
-
-
-def _data_args(config: ReproduceConfig) -> list[str]:
-    return (["--data-dir", config.data_dir] if config.data_dir else []) + \
-        (["--source", config.source] if config.source != "auto" else [])
-
-
-def _thread_args(config: ReproduceConfig) -> list[str]:
-    return ["--threads", str(config.threads)] if config.threads else []
 
 
 # =========================================================================== stages
@@ -453,12 +452,15 @@ def stage_labels(config: ReproduceConfig, out: Path) -> list[str]:
     if config.labels_from is None:
         jobs += [(config.judge, p) for p in config.alignment_prompts if p != "base"]
         jobs += [(j, "base") for j in config.labelers if j != config.judge]
+    from rlaif_gym.pipelines.label import label_to_file
+
     commands = []
     for judge, prompt in dict.fromkeys(jobs):
-        commands.append(_run_cli([
-            "label", "--task", "tldr", "--pairs", str(out / "data" / "train_pairs.jsonl"),
-            "--judge", judge, "--prompt", prompt, *_thread_args(config),
-            "--out", str(label_file(out, judge, prompt))]))
+        kwargs = {"task": "tldr", "pairs": str(out / "data" / "train_pairs.jsonl"),
+                  "judge": judge, "prompt": prompt, "threads": config.threads}
+        target = label_file(out, judge, prompt)
+        label_to_file(target, **kwargs, progress=False, log=_log)
+        commands.append(_done(call_text("label_to_file", str(target), **kwargs)))
     return commands
 
 
@@ -469,21 +471,23 @@ def _rm_complete(folder: Path) -> bool:
 
 def stage_reward_models(config: ReproduceConfig, out: Path) -> list[str]:
     """AI-RM and human-RM on the same train pairs (``rlaif-gym train-rm``)."""
+    from rlaif_gym.pipelines.reward_models import train_rm
+
     commands = []
-    for name, source in (("rm-ai", ["--labels", str(label_file(out, config.judge, "base"))]),
-                         ("rm-human", ["--human"])):
+    for name, source in (("rm-ai", {"labels": str(label_file(out, config.judge, "base"))}),
+                         ("rm-human", {"human": True})):
         folder = work_dir(out) / name
         if _rm_complete(folder):
             _log(f"{folder} is complete; skipping")
             continue
-        resume = ["--resume"] if (folder / "rm_meta.json").is_file() else []
-        commands.append(_run_cli([
-            "train-rm", *source, "--task", "tldr", "--pairs", str(out / "data" / "rm_pairs.jsonl"),
-            "--split-file", str(out / "data" / "rm_split.json"), "--base", config.rm_base,
-            "--epochs", str(config.rm_epochs), "--batch-size", str(config.rm_batch_size),
-            "--max-length", str(config.rm_max_length), "--lr", str(config.rm_lr),
-            "--seed", str(config.seed), *_thread_args(config), "--no-progress",
-            "--out", str(folder), *resume]))
+        kwargs = {**source, "task": "tldr", "pairs": str(out / "data" / "rm_pairs.jsonl"),
+                  "split_file": str(out / "data" / "rm_split.json"), "base": config.rm_base,
+                  "epochs": config.rm_epochs, "batch_size": config.rm_batch_size,
+                  "max_length": config.rm_max_length, "lr": config.rm_lr, "seed": config.seed,
+                  "threads": config.threads,
+                  "resume": (folder / "rm_meta.json").is_file()}
+        train_rm(folder, **kwargs, progress=False, log=_log)
+        commands.append(_done(call_text("train_rm", str(folder), **kwargs)))
     return commands
 
 
@@ -501,8 +505,8 @@ def stage_rm_accuracy(config: ReproduceConfig, out: Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name in ("rm-ai", "rm-human"):
         folder = work_dir(out) / name
-        command = (f"rlaif-gym eval-rm {folder} --task tldr --pairs "
-                   f"{out / 'data' / 'rm_pairs.jsonl'} --json")
+        command = call_text("evaluate_rm", str(folder), task="tldr",
+                            pairs=str(out / "data" / "rm_pairs.jsonl"))
         meta = _read_json(folder / "rm_meta.json")
         metrics = meta.get("metrics") or {}
         if metrics.get("eval_n") == len([p for p in test if p.human_choice is not None]):
@@ -569,19 +573,20 @@ def stage_rl(config: ReproduceConfig, out: Path, run: str, reward: str) -> dict[
 def stage_evaluate(config: ReproduceConfig, out: Path) -> str:
     """Every RL policy against SFT and head to head (``rlaif-gym evaluate``; it reuses its
     cached completions and judgments, so a rerun only does what is missing)."""
-    argv = ["evaluate", "--task", "tldr", "--policy", f"SFT={config.policy}"]
-    for run, name, _ in RUNS:
-        argv += ["--policy", f"{name}={work_dir(out) / 'runs' / run}"]
-    for a, b in COMPARISONS:
-        argv += ["--pair", f"{a}:{b}"]
-    argv += ["--judge", config.judge, "--n", str(config.eval_n),
-             "--ids", str(out / "data" / "eval_ids.json"), "--split", "test",
-             *_data_args(config), "--max-new-tokens", str(config.max_new_tokens),
-             "--max-prompt-tokens", str(config.max_prompt_tokens),
-             "--temperature", str(config.temperature), "--seed", str(config.seed),
-             "--batch-size", str(config.eval_batch_size), "--bootstrap", str(config.bootstrap),
-             *_thread_args(config), "--no-progress", "--out", str(out / "eval")]
-    return _run_cli(argv)
+    from rlaif_gym.pipelines.evaluate import evaluate_policies, read_ids_json
+
+    policies = [f"SFT={config.policy}"]
+    policies += [f"{name}={work_dir(out) / 'runs' / run}" for run, name, _ in RUNS]
+    kwargs = {"task": "tldr", "policies": policies, "out_dir": str(out / "eval"),
+              "judge": config.judge, "pairs": [f"{a}:{b}" for a, b in COMPARISONS],
+              "n": config.eval_n, "split": "test", "data_dir": config.data_dir,
+              "source": config.source, "max_new_tokens": config.max_new_tokens,
+              "max_prompt_tokens": config.max_prompt_tokens, "temperature": config.temperature,
+              "seed": config.seed, "batch_size": config.eval_batch_size,
+              "n_bootstrap": config.bootstrap, "threads": config.threads}
+    ids = read_ids_json(out / "data" / "eval_ids.json")
+    evaluate_policies(ids=ids, progress=False, log=_log, **kwargs)
+    return _done(call_text("evaluate_policies", ids="data/eval_ids.json", **kwargs))
 
 
 def reproduce(config: ReproduceConfig, log: Callable[[str], None] = _log) -> Path:
@@ -638,7 +643,7 @@ def _rl_done(folder: Path, steps: int) -> bool:
 
 
 def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f}%"
+    return "–" if value is None else pct(value)
 
 
 def _ci(low: float | None, high: float | None) -> str:
@@ -781,9 +786,8 @@ def plot_learning_curves(out: Path, path: Path) -> Path:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     return path
 
 
@@ -911,7 +915,8 @@ def _rates(state: dict[str, Any], out: Path, config: ReproduceConfig,
     table = _md_table(["unit cost (this run)", "seconds", "count at the FULL defaults",
                        "projected minutes"], rows)
     note = ("\n\nThe projection multiplies this run's unit costs by the FULL default sizes "
-            "(`rlaif_gym.reproduce.FULL`). It holds only for the same models and machine load: "
+            "(`rlaif_gym.pipelines.reproduce.FULL`). It holds only for the same models and "
+            "machine load: "
             "a quick run with a smaller judge underestimates the judge-bound stages (labels, "
             "direct reward, evaluation) roughly by the judges' size ratio, while its tiny "
             "batches and per-call overheads (model loads, held-out RM evaluation) inflate the "
@@ -923,7 +928,7 @@ def write_report(config: ReproduceConfig, out: Path) -> Path:
     """Write ``OUT/REPORT.md``, ``OUT/learning_curves.png`` and ``OUT/win_rates.png`` from
     the stage outputs (no model is loaded)."""
     from rewards.alignment import alignment_report
-    from rlaif_gym.evaluate_cli import plot_win_rates
+    from rlaif_gym.pipelines.evaluate import plot_win_rates
 
     state = _read_json(out / STATE_FILE)
     data = _read_json(out / "data" / "data.json")
@@ -944,9 +949,10 @@ def write_report(config: ReproduceConfig, out: Path) -> Path:
     runs_cfg = []
     for run, name, reward in RUNS:
         cfg_path = work_dir(out) / "runs" / run / "config.json"
-        runs_cfg.append(f"- {name}: reward `{reward}`, config `{cfg_path}` (`TrainConfig`; "
-                        f"the prompts are `env_options.prompts` = the {data['rl_prompts']} "
-                        f"posts of `{out / 'data' / 'rl_ids.json'}`)")
+        runs_cfg.append(f"- {name}: reward `{reward}`, config `{shown_path(cfg_path)}` "
+                        f"(`TrainConfig`; the prompts are `env_options.prompts` = the "
+                        f"{data['rl_prompts']} posts of "
+                        f"`{shown_path(out / 'data' / 'rl_ids.json')}`)")
     commands = [c for entry in state["stages"].values() for c in entry.get("commands", [])]
     invocations = list(dict.fromkeys(i["command"] for i in state["invocations"]
                                      if i.get("command")))
@@ -956,8 +962,9 @@ def write_report(config: ReproduceConfig, out: Path) -> Path:
         f"# RLAIF vs RLHF at small scale: reproduction report{quick}",
         "Lee et al. 2023, *RLAIF vs. RLHF* (arXiv 2309.00267), scaled down to a CPU with the "
         "models packaged with rlaif-gym. Every number of ours below is computed from files in "
-        f"`{out}` by `rlaif_gym.reproduce.write_report`; the paper's numbers come from the "
-        "`PAPER` dict in `rlaif_gym/reproduce.py`.",
+        f"`{shown_path(out)}` by `rlaif_gym.pipelines.reproduce.write_report`; the paper's "
+        "numbers come from the "
+        "`PAPER` dict in `rlaif_gym/pipelines/reproduce.py`.",
         "## What is compared, and how this differs from the paper\n\n"
         f"- **SFT** = the start policy `{config.policy}` as packaged" +
         (" (an instruction-tuned model, not fine-tuned on TL;DR)"
@@ -997,7 +1004,7 @@ def write_report(config: ReproduceConfig, out: Path) -> Path:
         "\n\nAlignment = share of pairs where the AI label (both orders averaged) picks the "
         "human-preferred summary (ties half), on the pairs every configuration of that "
         "labeler labeled (N). Labels from "
-        f"`{label_folder}`" + (" (--labels-from)." if config.labels_from else "."),
+        f"`{shown_path(label_folder)}`" + (" (--labels-from)." if config.labels_from else "."),
         "## Table 3: alignment by labeler size (cf. paper Table 3)\n\n" + t3 +
         "\n\nBase preamble, 0-shot, no CoT, on the pairs all these labelers labeled.",
         "## Table 4: position bias (cf. paper Table 4 / Appendix B)\n\n" + t4 +
@@ -1011,7 +1018,8 @@ def write_report(config: ReproduceConfig, out: Path) -> Path:
         "\n".join(f"- {s}" for s in PAPER_SOURCES) +
         "\n- Left out because we could not verify them: " + "; ".join(PAPER_LEFT_OUT) + ".",
         "## Commands, seeds, wall time\n\nReproduce with:\n\n```\n" +
-        "\n".join(invocations) + "\n```\n\nStages ran these commands (in-process):\n\n```\n" +
+        "\n".join(invocations) + "\n```\n\nStages called these public functions "
+        "(in-process):\n\n```\n" +
         "\n".join(commands) + "\n```\n\nRL runs (`agents.train.train`, no CLI flag for a "
         "prompt subset):\n\n" + "\n".join(runs_cfg) +
         f"\n\nSeed {config.seed} everywhere (post split, label subset, prompt sample, RM init "
@@ -1020,143 +1028,69 @@ def write_report(config: ReproduceConfig, out: Path) -> Path:
     ]
     if notes:
         sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
-    path = out / REPORT_FILE
-    path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
-    return path
+    return atomic_write(out / REPORT_FILE, "\n\n".join(sections) + "\n")
 
 
-# =========================================================================== CLI
+# =========================================================================== settings
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``reproduce`` subcommand."""
-    p = subparsers.add_parser(
-        "reproduce",
-        help="the paper's TL;DR pipeline end to end at small scale, with a report",
-        description=("AI labels -> AI-RM and human-RM -> RL with ai-rm, human-rm and direct "
-                     "rewards from the same start policy -> evaluation against SFT and head "
-                     "to head -> OUT/REPORT.md with Tables 1-5 beside the paper's numbers. "
-                     "Stages are cached in OUT; rerun the same command to resume."),
-    )
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes: minutes with the real models (see rlaif_gym.reproduce.QUICK)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default reports/reproduce, or reports/reproduce-quick)")
-    p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
-    p.add_argument("--source", default="auto", choices=("auto", "local", "hub", "sample"))
-    p.add_argument("--policy", default="smollm2-135m-instruct",
-                   help="start (SFT) policy of every RL run (%(default)s)")
-    p.add_argument("--judge", default=None,
-                   help=f"labeler and evaluation judge (default {FULL['judge']}, "
-                        f"quick {QUICK['judge']})")
-    p.add_argument("--direct-judge", default=None,
-                   help=f"d-RLAIF reward judge (default {FULL['direct_judge']}, the cheaper "
-                        "judge, since it scores every RL episode; --judge when --judge is given)")
-    p.add_argument("--rm-base", default=None, help="reward-model backbone (default: --policy)")
-    p.add_argument("--labelers", default=None,
-                   help="comma-separated extra labelers for Tables 3-4 (default: "
-                        f"{','.join(FULL['labelers'])}; quick: none)")
-    p.add_argument("--alignment-prompts", default=None,
-                   help="comma-separated preambles for Table 2 (default base,detailed; quick base)")
-    p.add_argument("--labels-from", default=None, metavar="DIR",
-                   help="compute Tables 2-4 from the label files in DIR (e.g. reports/labels) "
-                        "instead of labeling more in this run")
-    sizes = p.add_argument_group("sizes (defaults: rlaif_gym.reproduce.FULL / QUICK)")
-    for name, kind in (("n_train_pairs", positive_int), ("rm_epochs", positive_int),
-                       ("rm_batch_size", positive_int), ("rm_max_length", positive_int),
-                       ("rm_eval_pairs", int),
-                       ("rl_steps", positive_int), ("rl_batch_size", positive_int),
-                       ("max_new_tokens", positive_int), ("max_prompt_tokens", positive_int),
-                       ("eval_n", positive_int), ("eval_batch_size", positive_int),
-                       ("bootstrap", int)):
-        sizes.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                           help=f"full {FULL[name]}, quick {QUICK[name]}"
-                           + (" (0: all held-out pairs)" if name == "rm_eval_pairs" else ""))
-    p.add_argument("--test-fraction", type=float, default=0.2,
-                   help="share of comparison posts held out for RM accuracy (%(default)s)")
-    p.add_argument("--rm-lr", type=positive_float, default=1e-5)
-    p.add_argument("--lr", type=positive_float, default=1e-5, help="policy lr (%(default)s)")
-    p.add_argument("--kl-coef", type=float, default=0.05)
-    p.add_argument("--temperature", type=positive_float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    p.set_defaults(func=run_reproduce)
+#: Size settings that ``--quick`` changes (their defaults: :data:`FULL` or :data:`QUICK`).
+SIZE_KEYS: tuple[str, ...] = tuple(k for k in FULL if k not in ("judge", "direct_judge"))
 
 
-def config_from_args(args: argparse.Namespace, argv_text: str = "") -> ReproduceConfig:
-    """The :class:`ReproduceConfig` of parsed arguments (unset sizes from FULL or QUICK)."""
-    base = QUICK if args.quick else FULL
+def default_out(quick: bool) -> str:
+    """Where a run goes when no ``out`` is given: ``runs/reproduce`` or
+    ``runs/reproduce-quick`` (the committed example reports live in ``reports/``, so a
+    user's run never collides with them)."""
+    return "runs/reproduce-quick" if quick else "runs/reproduce"
 
-    def pick(name: str) -> Any:
-        value = getattr(args, name)
-        return base[name] if value is None else value
 
-    def split_list(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
-        if text is None:
-            return tuple(default)
-        return tuple(x.strip() for x in text.split(",") if x.strip())
+def make_config(*, quick: bool = False, out: str | None = None, judge: str | None = None,
+                direct_judge: str | None = None, **options: Any) -> ReproduceConfig:
+    """A :class:`ReproduceConfig` whose unset sizes come from :data:`FULL` (or :data:`QUICK`
+    with ``quick=True``). Options that are None keep their defaults.
 
-    out = args.out or ("reports/reproduce-quick" if args.quick else "reports/reproduce")
+    ``direct_judge`` defaults to the size's d-RLAIF judge, or to ``judge`` when a judge is
+    given.
+
+    Raises:
+        ValueError: an unknown option or a bad value (from :class:`ReproduceConfig`).
+    """
+    base = QUICK if quick else FULL
+    fields = {f.name for f in dataclasses.fields(ReproduceConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise UsageError(f"unknown reproduce options {unknown}")
+    given = {k: v for k, v in options.items() if v is not None}
+    for key in SIZE_KEYS:
+        given.setdefault(key, base[key])
+    for key in ("labelers", "alignment_prompts"):
+        given[key] = tuple(given[key])
     return ReproduceConfig(
-        out=out, quick=args.quick, data_dir=args.data_dir, source=args.source,
-        policy=args.policy, judge=args.judge or base["judge"],
-        direct_judge=args.direct_judge or (base["direct_judge"] if args.judge is None else None),
-        rm_base=args.rm_base, labelers=split_list(args.labelers, base["labelers"]),
-        alignment_prompts=split_list(args.alignment_prompts, base["alignment_prompts"]),
-        labels_from=args.labels_from, n_train_pairs=pick("n_train_pairs"),
-        test_fraction=args.test_fraction, rm_epochs=pick("rm_epochs"),
-        rm_batch_size=pick("rm_batch_size"), rm_max_length=pick("rm_max_length"),
-        rm_eval_pairs=pick("rm_eval_pairs"),
-        rm_lr=args.rm_lr, rl_steps=pick("rl_steps"), rl_batch_size=pick("rl_batch_size"),
-        lr=args.lr, kl_coef=args.kl_coef, max_new_tokens=pick("max_new_tokens"),
-        max_prompt_tokens=pick("max_prompt_tokens"), temperature=args.temperature,
-        eval_n=pick("eval_n"), eval_batch_size=pick("eval_batch_size"),
-        bootstrap=pick("bootstrap"), seed=args.seed, threads=args.threads, command=argv_text,
-    )
+        out=out or default_out(quick), quick=quick, judge=judge or base["judge"],
+        direct_judge=direct_judge or (base["direct_judge"] if judge is None else None),
+        **given)
 
 
-def run_reproduce(args: argparse.Namespace) -> int:
-    """Run ``rlaif-gym reproduce``; returns the exit code."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv_text = "rlaif-gym " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] \
-        else ""
-    try:
-        config = config_from_args(args, argv_text)
-        if not config.command:
-            config.command = "rlaif-gym reproduce " + _describe_args(config)
-        report = reproduce(config)
-    except (ReproduceError, ValueError, FileNotFoundError) as exc:
-        print(f"rlaif-gym reproduce: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("rlaif-gym reproduce: interrupted; rerun the same command to resume",
-              file=sys.stderr)
-        return 130
-    print(f"wrote {report}")
-    return 0
-
-
-def _describe_args(config: ReproduceConfig) -> str:
-    """A command line equivalent to ``config`` (for the report when called in-process)."""
+def describe_config(config: ReproduceConfig) -> str:
+    """A ``rlaif-gym reproduce`` command line equivalent to ``config`` (for the report)."""
     parts = ["--quick"] if config.quick else []
-    parts += ["--out", config.out]
+    parts += ["--out", shown_path(config.out)]
     if config.data_dir:
-        parts += ["--data-dir", config.data_dir]
+        parts += ["--data-dir", shown_path(config.data_dir)]
     if config.source != "auto":
         parts += ["--source", config.source]
     if config.labels_from:
-        parts += ["--labels-from", config.labels_from]
+        parts += ["--labels-from", shown_path(config.labels_from)]
     parts += ["--policy", config.policy, "--judge", config.judge, "--rm-base",
               str(config.rm_base), "--direct-judge", str(config.direct_judge)]
     base = QUICK if config.quick else FULL
-    for name, default in base.items():
-        if name == "judge":
-            continue
+    for name in SIZE_KEYS:
         value = getattr(config, name)
-        if value != default:
+        if value != base[name]:
             text = ",".join(value) if isinstance(value, tuple) else str(value)
             parts += ["--" + name.replace("_", "-"), text]
     if config.threads:
         parts += ["--threads", str(config.threads)]
     parts += ["--seed", str(config.seed)]
-    return shlex.join(parts)
+    return "rlaif-gym reproduce " + shlex.join(parts)

@@ -1,4 +1,4 @@
-"""``benchmarks/rm_label_source.py``: per-model accuracy, paired differences and labeler
+"""``research/rm_label_source.py``: per-model accuracy, paired differences and labeler
 agreement on one split's test side (tiny random RMs, the committed Base 0-shot labels)."""
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(
-        "rm_label_source_bench", REPO / "benchmarks" / "rm_label_source.py")
+        "rm_label_source_bench", REPO / "research" / "rm_label_source.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -16,8 +16,8 @@ the model generates and is measured by ``bench_judge_batch.py --compare prefill`
 
 Example::
 
-    PYTHONPATH=. python benchmarks/cot_prefill_tokens.py --data-dir ../shared/data \\
-        --out reports/cot_prefill_tokens.json
+    PYTHONPATH=. python research/cot_prefill_tokens.py --data-dir ../shared/data \\
+        --out research/results/cot_prefill_tokens.json
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from _report import command_line, write_json  # benchmarks/ is first on sys.path
+from benchmarks._report import command_line, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:

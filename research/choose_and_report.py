@@ -16,18 +16,18 @@ Protocol (issue #3, the 75% goal for the 1.5B judge on TL;DR):
    too, for transparency only: it is not used to choose.
 4. Selection "all pairs": label files covering every pair of the choosing half (a variant
    may be labeled on the choosing half only, ``rlaif-gym label --ids
-   reports/tldr_hc_choose_ids_seed0.txt``; if it is chosen the script says so and asks for
-   its report half, ``--ids reports/tldr_hc_report_ids_seed0.txt``). Selection "common
+   research/results/tldr_hc_choose_ids_seed0.txt``; if it is chosen the script says so and asks for
+   its report half, ``--ids research/results/tldr_hc_report_ids_seed0.txt``). Selection "common
    subset": every label file, restricted to the ids they all cover (e.g. the first 120
    pairs), on the same post split.
 5. ``--stack A B ...`` (repeatable): one more label set, ``stack(A, B, ...)``, the files'
    mean log-odds combined by a logistic regression FIT ON THE CHOOSING HALF only
-   (:func:`rewards.calibration.stacked_records`; refit on each ``--repeat`` seed's choosing
+   (:func:`research.stacking.stacked_records`; refit on each ``--repeat`` seed's choosing
    half). It is in the pool when every file is; the calibration methods then apply on top of
    it like on any label set (their fits, too, see the choosing half only).
 6. ``--product A B`` (repeatable): one more label set, ``A x B``, the two files' labels
    combined as independent evidence (per-order log-odds added,
-   :func:`rewards.calibration.product_records`, no parameter fit), e.g. a pairwise labeler
+   :func:`research.stacking.product_records`, no parameter fit), e.g. a pairwise labeler
    times the pointwise one. It is in the pool when both files are.
 7. ``--repeat R``: the "all pairs" selection is rerun on R other seeds (seed+1 .. seed+R) to
    show how much the chosen candidate and its report-half z_acc depend on the split.
@@ -35,8 +35,8 @@ Protocol (issue #3, the 75% goal for the 1.5B judge on TL;DR):
 Writes ``--out`` (JSON: ids and numbers only, no pair text) and prints markdown tables.
 No model is loaded. Run from the repo root::
 
-    PYTHONPATH=. python benchmarks/choose_and_report.py --data-dir ../shared/data \
-        --out reports/calibration_choose_report.json
+    PYTHONPATH=. python research/choose_and_report.py --data-dir ../shared/data \
+        --out research/results/calibration_choose_report.json
 """
 
 from __future__ import annotations
@@ -52,10 +52,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _report import command_line  # benchmarks/ is first on sys.path
-
-from rewards.alignment import alignment_report, read_labels_jsonl  # noqa: E402
-from rewards.calibration import (  # noqa: E402
+from benchmarks._report import command_line  # noqa: E402
+from research.stacking import (  # noqa: E402
     METHODS,
     Candidate,
     ChooseReport,
@@ -65,6 +63,7 @@ from rewards.calibration import (  # noqa: E402
     split_halves,
     stacked_records,
 )
+from rewards.alignment import alignment_report, read_labels_jsonl  # noqa: E402
 from rlaif_gym.data import load_preference_pairs  # noqa: E402
 
 GOAL = 0.75
@@ -181,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                              "half)")
     parser.add_argument("--repeat", type=int, default=20,
                         help="rerun the all-pairs selection on this many other seeds")
-    parser.add_argument("--out", default=str(REPO / "reports/calibration_choose_report.json"))
+    parser.add_argument("--out",
+                        default=str(REPO / "research/results/calibration_choose_report.json"))
     args = parser.parse_args(argv)
     methods = [m for m in args.methods if METHODS[m].symmetric or not args.symmetric_only]
 
@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         if chosen is not None and result.chosen_candidate.report.n == 0:
             print(f"\nChosen on the choose half: {chosen['source']} / {chosen['method']}, which "
                   "has no label on the report half yet: label it with the same command and "
-                  f"--ids {REPO / 'reports/tldr_hc_report_ids_seed0.txt'} (seed 0), then rerun")
+                  f"--ids {REPO / 'research/results/tldr_hc_report_ids_seed0.txt'} (seed 0), "
+                  "then rerun")
         elif chosen is not None:
             if chosen["ci_above_goal"]:
                 verdict = "reached (the whole 95% CI is above it)"

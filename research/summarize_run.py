@@ -1,7 +1,7 @@
 """Summarize a training run for a report: reward of the first vs last K steps (mean and std
 over steps), KL at the end, and a few held-out completions before (SFT) and after (RL).
 
-    PYTHONPATH=. python benchmarks/summarize_run.py runs/x/metrics.csv \\
+    PYTHONPATH=. python research/summarize_run.py runs/x/metrics.csv \\
         --completions heldout.jsonl --before sft --after rl --k 10 --examples 3
 """
 

@@ -18,8 +18,8 @@ Only the choosing half is used; the report half is not touched.
 
 Run from the repo root (about 14 min for 60 pairs on 2 CPU cores)::
 
-    PYTHONPATH=. python benchmarks/channel_vs_pmi.py --data-dir ../shared/data --n 60 \\
-        --out reports/channel_vs_pmi_choose60.json
+    PYTHONPATH=. python research/channel_vs_pmi.py --data-dir ../shared/data --n 60 \\
+        --out research/results/channel_vs_pmi_choose60.json
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _report import command_line, write_json  # benchmarks/ is first on sys.path
-
+from benchmarks._report import command_line, write_json  # noqa: E402
 from rewards.alignment import read_labels_jsonl  # noqa: E402
 from rewards.judges import load_judge  # noqa: E402
 from rlaif_gym.data import load_preference_pairs  # noqa: E402
@@ -52,11 +51,13 @@ def _logit(p: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--ids", default=str(REPO / "reports/tldr_hc_choose_ids_seed0.txt"))
+    parser.add_argument("--ids",
+                        default=str(REPO / "research/results/tldr_hc_choose_ids_seed0.txt"))
     parser.add_argument("--n", type=int, default=60, help="the first N ids of --ids")
     parser.add_argument("--judge", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(REPO / "reports/channel_vs_pmi_choose60.json"))
+    parser.add_argument("--out",
+                        default=str(REPO / "research/results/channel_vs_pmi_choose60.json"))
     args = parser.parse_args(argv)
 
     order = [line.strip() for line in Path(args.ids).read_text().splitlines()

@@ -1,13 +1,13 @@
 """Win rate of policy A over policy B on held-out completions, judged by an LLM.
 
 Reads JSON lines ``{policy, prompt_id, context, completion, n_tokens}`` (as written by
-``benchmarks/sample_heldout.py``), pairs A's and B's completions of the same prompt, labels
+``research/sample_heldout.py``), pairs A's and B's completions of the same prompt, labels
 each pair with :func:`rewards.evaluation.judge_pairwise` (both orders averaged) and prints /
 writes the win rate with its 95% Wilson interval and N, the Appendix-J length-controlled win
 rate, and both policies' mean lengths. The per-pair labels are written too (without the
 prompt text, which is data from ``../shared/data``).
 
-    PYTHONPATH=. python benchmarks/judge_heldout.py COMPLETIONS.jsonl --a rl-ai-rm --b sft \\
+    PYTHONPATH=. python research/judge_heldout.py COMPLETIONS.jsonl --a rl-ai-rm --b sft \\
         --judge qwen2.5-coder-1.5b-instruct --threads 1 --out reports/x.json
 """
 
