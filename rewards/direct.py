@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rewards.judges import Judge, load_judge
+from rewards.judges import Judge, check_judge, load_judge
 from rewards.normalization import expected_score, score_distribution, score_to_reward
 from rewards.prompts import PromptTemplate, load_template, render_score_messages
 from rlaif_gym.defaults import DEFAULT_JUDGE
@@ -122,6 +122,9 @@ class DirectReward(RewardFunction):
             :func:`rewards.judges.load_judge` (loaded lazily on the first call).
         task: template with a ``score`` section (``"tldr"``, ``"helpful"``, ``"harmless"``,
             a path or a :class:`~rewards.prompts.PromptTemplate`).
+
+    The judge spec and options are checked when the reward is made
+    (:func:`rewards.judges.check_judge`), so a typo fails before anything slow starts.
         batch_size: prompts per judge call (also the judge's batch size when loaded here).
         **judge_kwargs: passed to :func:`~rewards.judges.load_judge` (``backend``, ``dtype``,
             ``device``, ``num_threads``...).
@@ -141,8 +144,7 @@ class DirectReward(RewardFunction):
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(judge, Judge) and judge_kwargs:
-            raise TypeError(f"judge options {sorted(judge_kwargs)} given with a Judge instance")
+        check_judge(judge, **judge_kwargs)  # a typo fails now, not after the first episode
         self.template = load_template(task)
         self.template.require_score()  # fail now, not at the first episode
         self.batch_size = batch_size

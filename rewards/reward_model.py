@@ -59,6 +59,7 @@ import torch.nn.functional as F
 
 from rlaif_gym.data.records import PreferencePair, PromptRecord
 from rlaif_gym.defaults import DEFAULT_POLICY
+from rlaif_gym.files import write_json
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.tasks import PromptTooLongError, Task, get_task
 
@@ -258,11 +259,7 @@ class PairSplit:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PairSplit:

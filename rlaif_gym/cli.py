@@ -453,8 +453,12 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 def _run_train(args: argparse.Namespace) -> int:
     from agents.train import train
 
-    result = train(train_config_from_args(args))
-    if result.metrics:
+    config = train_config_from_args(args)
+    result = train(config)
+    if result.step > config.steps:
+        print(f"nothing to train: the run in {result.out_dir} is at step {result.step}, past "
+              f"--steps {config.steps}")
+    elif result.metrics:
         last = result.metrics[-1]
         print(f"done: step {result.step}, reward {last['reward']:+.4f}, KL {last['kl']:.4f}; "
               f"metrics in {result.out_dir / 'metrics.csv'}, curves in "
@@ -729,7 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(run(args) or 0)
     except (UsageError, OSError) as exc:
-        print(f"rlaif-gym {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"rlaif-gym {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = getattr(args, "resume_hint", None)

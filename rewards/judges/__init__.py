@@ -15,16 +15,53 @@ Backend modules are imported only when their backend is asked for.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
 
-__all__ = ["BACKENDS", "Judge", "JudgeError", "Prompt", "as_segments", "load_judge"]
+__all__ = ["BACKENDS", "Judge", "JudgeError", "Prompt", "as_segments", "check_judge",
+           "load_judge"]
 
-#: Backend names ``load_judge`` accepts.
+#: Backend names ``load_judge`` accepts, and the class each builds (imported when used).
 BACKENDS: tuple[str, ...] = ("transformers", "openai", "vllm")
-#: Backend names reserved for later (none at present; kept for backward compatibility).
-RESERVED_BACKENDS: tuple[str, ...] = ()
+_BACKEND_CLASSES: dict[str, str] = {
+    "transformers": "rewards.judges.transformers_judge:TransformersJudge",
+    "openai": "rewards.judges.openai_judge:OpenAIJudge",
+    "vllm": "rewards.judges.vllm_judge:VLLMJudge",
+}
+
+
+def check_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> None:
+    """Check what :func:`load_judge` would get, without loading a model: the backend, the
+    option names against the backend's constructor, and the model spec
+    (:func:`rlaif_gym.models.check_model_spec`). Call it before anything slow starts.
+
+    Raises:
+        ValueError: an unknown backend or model name. TypeError: an option the backend does
+            not take, or options with a Judge instance. FileNotFoundError: a missing model.
+    """
+    import inspect
+
+    from gymnasium.envs.registration import load_env_creator
+
+    from rlaif_gym.models import check_model_spec
+
+    if isinstance(spec, Judge):
+        if kwargs:
+            raise TypeError(f"judge options {sorted(kwargs)} given with a Judge instance")
+        return
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown judge backend {backend!r}; valid backends: "
+                         f"{', '.join(BACKENDS)}")
+    params = inspect.signature(load_env_creator(_BACKEND_CLASSES[backend])).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise TypeError(f"the {backend!r} judge does not take {unknown}; it takes "
+                            f"{sorted(list(params)[1:])}")
+    if isinstance(spec, (str, os.PathLike)):  # a model object needs no check
+        check_model_spec(spec)
 
 
 def load_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> Judge:

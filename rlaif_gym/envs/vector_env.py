@@ -369,10 +369,7 @@ class TextGenerationVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         rows = ended.nonzero()[0]
         if rows.size:
-            infos = self._finish(rows.tolist(), rewards, infos)
-            if self.autoreset_mode != AutoresetMode.SAME_STEP:
-                self._pending = rows.tolist()
-            self._update_steps_to_limit()
+            infos = self._finish_rows(rows.tolist(), rewards, infos, frozen=[])
         return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
 
     def _update_steps_to_limit(self) -> None:
@@ -414,13 +411,30 @@ class TextGenerationVectorEnv(VectorEnv):
         rewards = np.zeros(n, dtype=np.float64)
         if np.count_nonzero(ended):
             rows = ended.nonzero()[0].tolist()
-            infos = self._finish(rows, rewards, infos)
-            if self.autoreset_mode != AutoresetMode.SAME_STEP:
-                self._pending = sorted(set(rows) | set(frozen))
+            infos = self._finish_rows(rows, rewards, infos, frozen=frozen)
         else:
             self._pending = list(frozen)
-        self._update_steps_to_limit()
+            self._update_steps_to_limit()
         return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
+
+    def _finish_rows(self, rows: list[int], rewards: np.ndarray, infos: dict[str, Any],
+                     frozen: list[int]) -> dict[str, Any]:
+        """:meth:`_finish` with the env's state right whatever the reward does.
+
+        Contract: the episodes of ``rows`` ended in this step. If the reward raises, they
+        still ended: the exception propagates, their rewards are lost, and they await a
+        reset like any ended episode (the next step autoresets them in ``NEXT_STEP`` and
+        ``SAME_STEP`` mode; in ``DISABLED`` mode they stay frozen until a masked reset).
+        The other sub-envs go on; ``reset()`` is always allowed.
+        """
+        self._pending = sorted(set(rows) | set(frozen))  # what holds if the reward raises
+        try:
+            infos = self._finish(rows, rewards, infos)
+        finally:
+            self._update_steps_to_limit()
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            self._pending = list(frozen)  # _finish has reset the ended rows
+        return infos
 
     def _finish(self, rows: list[int], rewards: np.ndarray, infos: dict[str, Any]
                 ) -> dict[str, Any]:
