@@ -337,3 +337,24 @@ def test_payload_helper_matches_openrlhf_field_names():
     payload = openrlhf_payload(["p"], ["r"], ["l"])
     assert sorted(payload) == ["labels", "prompts", "query"]
     assert json.loads(json.dumps(payload))["query"] == ["pr<|im_end|>"]
+
+
+# --------------------------------------------------------------------------- verl
+
+
+def test_verl_reward_functions_call_the_server_as_verl_calls_them(served):
+    from rewards.verl_reward import compute_score, compute_score_batch
+
+    srv, reward = served
+    # naive manager: keyword arguments, reward_kwargs merged in (get_custom_reward_fn)
+    one = compute_score(data_source="tldr", solution_str="Rice burns.", ground_truth=None,
+                        extra_info={"context": "POST: rice", "index": 0}, url=srv.url)
+    assert one == {"score": pytest.approx(11 + 10 / 1000), "words": 2}
+    # batch manager: the whole batch in one request
+    many = compute_score_batch(data_sources=["tldr"] * 2, solution_strs=["a b", "c"],
+                               ground_truths=["POST: one", "POST: two"],
+                               extra_infos=[{}, {}], url=srv.url)
+    assert [m["score"] for m in many] == pytest.approx([3.009, 1.009])
+    assert [len(b[0]) for b in reward.batches] == [1, 2]
+    with pytest.raises(ValueError, match="extra_info"):
+        compute_score(solution_str="x", ground_truth=None, extra_info={}, url=srv.url)
