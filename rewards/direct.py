@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rewards.judges import Judge, check_judge, load_judge
+from rewards.judges.stats import counter_details
 from rewards.normalization import expected_score, score_distribution, score_to_reward
 from rewards.prompts import PromptTemplate, load_template, render_score_messages
 from rlaif_gym.defaults import DEFAULT_JUDGE
@@ -130,7 +131,12 @@ class DirectReward(RewardFunction):
             ``device``, ``num_threads``...).
 
     Details of :class:`~rlaif_gym.reward_protocol.RewardOutput`: ``direct_expected_score``
-    ``(n,)`` in [1, 10] and ``direct_distribution`` ``(n, 10)``.
+    ``(n,)`` in [1, 10], ``direct_distribution`` ``(n, 10)``, and what the call cost the
+    judge: ``judge_calls``, ``judge_prompt_tokens``, ``judge_cache_hits``,
+    ``judge_cache_misses``, ``judge_retries``, ``judge_failures``, ``judge_limit_wait_s``,
+    ``judge_backoff_wait_s``, each ``(n,)`` holding an equal share of the batch's total (sum
+    them over episodes; see :func:`rewards.judges.stats.counter_details`). A judge shared
+    with other threads at the same time lends them its counts too.
     """
 
     name = "direct"
@@ -163,12 +169,16 @@ class DirectReward(RewardFunction):
         return self._judge
 
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
-        scores = direct_scores(self.judge, self.template, prompts, completions, self.batch_size)
+        judge = self.judge
+        before = judge.stats.snapshot()
+        scores = direct_scores(judge, self.template, prompts, completions, self.batch_size)
+        spent = judge.stats.snapshot() - before
         return RewardOutput(
             scores=scores.rewards,
             details={
                 "direct_expected_score": scores.expected,
                 "direct_distribution": scores.distribution,
+                **counter_details(spent, len(prompts)),
             },
         )
 

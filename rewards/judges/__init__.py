@@ -10,6 +10,11 @@
 * ``"vllm"``: :class:`~rewards.judges.vllm_judge.VLLMJudge`, vLLM's offline ``LLM`` engine
   in-process (CUDA; ``pip install 'rlaif-gym[vllm]'``).
 
+Any backend takes ``verdict_cache=PATH`` (or a
+:class:`~rewards.judges.verdict_cache.VerdictCache`): verdicts already judged are read from that
+SQLite file instead of being computed again (:mod:`rewards.judges.verdict_cache`). Every judge
+counts what it spends in ``judge.stats`` (:mod:`rewards.judges.stats`).
+
 Backend modules are imported only when their backend is asked for.
 """
 
@@ -32,7 +37,8 @@ _BACKEND_CLASSES: dict[str, str] = {
 }
 
 
-def check_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> None:
+def check_judge(spec: Any, backend: str = "transformers", *, verdict_cache: Any = None,
+                **kwargs: Any) -> None:
     """Check what :func:`load_judge` would get, without loading a model: the backend, the
     option names against the backend's constructor, and the model spec
     (:func:`rlaif_gym.models.check_model_spec`). Call it before anything slow starts.
@@ -64,7 +70,8 @@ def check_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> None
         check_model_spec(spec)
 
 
-def load_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> Judge:
+def load_judge(spec: Any, backend: str = "transformers", *, verdict_cache: Any = None,
+               **kwargs: Any) -> Judge:
     """A judge for ``spec``.
 
     Args:
@@ -78,12 +85,23 @@ def load_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> Judge
             see :class:`~rewards.judges.openai_judge.OpenAIJudge`); ``dtype``,
             ``gpu_memory_utilization``... (vllm, see
             :class:`~rewards.judges.vllm_judge.VLLMJudge`).
+        verdict_cache: a path or :class:`~rewards.judges.verdict_cache.VerdictCache` to
+            attach (any backend, also a Judge instance given as ``spec``); None: no cache.
 
     Raises:
         ValueError: unknown backend (the message lists the valid ones).
         TypeError: options given with a Judge instance; ``"openai"`` without ``base_urls``.
         ImportError: ``"vllm"`` without vLLM installed (names the pip extra).
     """
+    judge = _load_backend(spec, backend, kwargs)
+    if verdict_cache is not None:
+        from rewards.judges.verdict_cache import attach_verdict_cache
+
+        attach_verdict_cache(judge, verdict_cache)
+    return judge
+
+
+def _load_backend(spec: Any, backend: str, kwargs: dict[str, Any]) -> Judge:
     if isinstance(spec, Judge):
         if kwargs:
             raise TypeError(f"judge options {sorted(kwargs)} given with a Judge instance")
