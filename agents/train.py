@@ -69,10 +69,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: What a judge-based reward spent in a step (summed over the step's episodes, from the
+#: ``judge_*`` details of :func:`rewards.judges.stats.counter_details`; 0 for other rewards):
+#: HTTP calls, prompt tokens, cache hits, retries, failures, seconds waiting on rate limits.
+JUDGE_COLUMNS: tuple[str, ...] = ("judge_calls", "judge_prompt_tokens", "judge_cache_hits",
+                                  "judge_retries", "judge_failures", "judge_limit_wait_s")
 #: Columns of ``metrics.csv``; ``time*`` columns are wall-clock seconds of the step.
 METRIC_COLUMNS: tuple[str, ...] = (
     "step", *(f.name for f in dataclasses.fields(StepStats)),
-    "time_rollout", "time_update", "time",
+    "time_rollout", "time_update", "time", *JUDGE_COLUMNS,
 )
 CHECKPOINT = "checkpoint"
 #: Config fields that may change when resuming without a warning.
@@ -331,7 +336,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
 def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
     """Rewrite ``metrics.csv`` with ``rows`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, restval=0)  # older runs: 0
         writer.writeheader()
         writer.writerows(rows)
 
@@ -752,7 +757,9 @@ def train(config: TrainConfig,
             )
             t2 = time.perf_counter()
             row = {"step": step + 1, **dataclasses.asdict(stats),
-                   "time_rollout": t1 - t0, "time_update": t2 - t1, "time": t2 - t0}
+                   "time_rollout": t1 - t0, "time_update": t2 - t1, "time": t2 - t0,
+                   **{k: sum(float(info.get(k, 0.0)) for info in batch.final_infos)
+                      for k in JUDGE_COLUMNS}}
             writer.write(row)
             bar.update(1)
             bar.set_postfix(reward=f"{stats.reward:+.3f}", kl=f"{stats.kl:.3f}",

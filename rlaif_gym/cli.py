@@ -14,6 +14,7 @@ evaluate        :func:`rlaif_gym.pipelines.evaluate.evaluate_policies`  win rate
 reproduce       :func:`rlaif_gym.pipelines.reproduce.reproduce`     all of the above + report
 alignment       :func:`rlaif_gym.pipelines.label.alignment_of_files`  labeler vs humans
 eval-rm         :func:`rlaif_gym.pipelines.reward_models.evaluate_rm`  RM vs humans
+serve-reward    :func:`rewards.server.serve_reward`                 rewards over HTTP
 demo            :func:`rlaif_gym.pipelines.demo.demo`               a first look
 ==============  ==================================================  =========================
 
@@ -155,7 +156,31 @@ def _judge_backend_args(p: argparse.ArgumentParser) -> None:
                    help="server kind for --backend openai (%(default)s)")
     p.add_argument("--served-model", default=None, help="request 'model' field (vLLM name)")
     p.add_argument("--concurrency", type=positive_int, default=None,
-                   help="HTTP requests in flight (--backend openai)")
+                   help="HTTP requests in flight, shared by all replicas (--backend openai)")
+    p.add_argument("--timeout", type=positive_float, default=None,
+                   help="seconds one request attempt may take (--backend openai; default 60)")
+    p.add_argument("--retries", type=non_negative_int, default=None,
+                   help="retries after a 429, a 5xx, a timeout or a lost connection, with "
+                        "backoff (--backend openai; default 3)")
+    p.add_argument("--deadline", type=positive_float, default=None,
+                   help="seconds a request may take with its retries before it fails "
+                        "(--backend openai; default 110)")
+    p.add_argument("--requests-per-minute", type=positive_float, default=None,
+                   help="rate limit shared by all replicas (--backend openai)")
+    p.add_argument("--tokens-per-minute", type=positive_float, default=None,
+                   help="prompt-token rate limit shared by all replicas (--backend openai)")
+    p.add_argument("--verdict-cache", default=None, metavar="CACHE.sqlite",
+                   help="SQLite file of verdicts already judged: a repeated prompt is read "
+                        "from it, not judged again (any backend; safe for parallel runs)")
+
+
+def _judge_backend_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The judge-backend flags as keyword arguments of ``label_to_file``/``judge_options``."""
+    return {"dtype": args.dtype, "backend": args.backend, "base_urls": args.base_url,
+            "server": args.server, "served_model": args.served_model,
+            "concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
+            "deadline": args.deadline, "requests_per_minute": args.requests_per_minute,
+            "tokens_per_minute": args.tokens_per_minute, "verdict_cache": args.verdict_cache}
 
 
 # =========================================================================== label, alignment
@@ -200,8 +225,7 @@ def _run_label(args: argparse.Namespace) -> int:
         split=args.split, high_confidence=args.high_confidence, limit=args.limit, ids=args.ids,
         prompt=args.prompt, template=args.template, cot=args.cot,
         cot_max_tokens=args.cot_max_tokens, shots=args.shots, batch_size=args.batch_size,
-        threads=args.threads, dtype=args.dtype, backend=args.backend, base_urls=args.base_url,
-        server=args.server, served_model=args.served_model, concurrency=args.concurrency)
+        threads=args.threads, **_judge_backend_values(args))
     if result.report is None:
         print(f"all {result.already} pairs are already labeled in {result.out}")
     else:
@@ -537,6 +561,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=16,
                    help="completions sampled together (%(default)s)")
     p.add_argument("--judge-batch-size", type=positive_int, default=8)
+    _judge_backend_args(p)
     p.add_argument("--bootstrap", type=non_negative_int, default=1000,
                    help="bootstrap resamples for the length-controlled CI (%(default)s)")
     p.add_argument("--length-unit", default="chars", choices=("chars", "words", "tokens"),
@@ -558,7 +583,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         judge_prompt=args.judge_prompt, max_new_tokens=args.max_new_tokens,
         max_prompt_tokens=args.max_prompt_tokens, temperature=args.temperature,
         seed=args.seed, batch_size=args.batch_size, judge_batch_size=args.judge_batch_size,
-        threads=args.threads, n_bootstrap=args.bootstrap, length_unit=args.length_unit,
+        judge_backend=_judge_backend_values(args), threads=args.threads,
+        n_bootstrap=args.bootstrap, length_unit=args.length_unit,
         progress=not args.no_progress)
     print(f"task {summary['task']}, judge {summary['judge']}, N={summary['n_prompts']} prompts "
           f"({summary['data_source']}); 95% CIs: Wilson (win rates), bootstrap "
@@ -653,6 +679,60 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+# =========================================================================== serve-reward
+
+
+def _add_serve_reward(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve-reward", help="serve a reward over HTTP (OpenRLHF's remote reward, verl, any "
+                             "JSON client)",
+        description="Score completions with any rlaif-gym reward over HTTP: POST /get_reward "
+                    "(OpenRLHF --reward.remote_url), POST /score (JSON: prompts, completions), "
+                    "GET /health. Requests that arrive together are scored in one batch. See "
+                    "docs/SCALING.md.")
+    p.add_argument("--reward", required=True, metavar="NAME|DIR",
+                   help="direct | pairwise | ai-rm | human-rm | a reward-model DIR | any "
+                        "registered name")
+    p.add_argument("--reward-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option of the reward (repeatable), e.g. path=RM_DIR for ai-rm")
+    p.add_argument("--judge", default=None, metavar="SPEC",
+                   help="judge model for judge-based rewards (default: the reward's)")
+    p.add_argument("--task", default=None, choices=TASKS,
+                   help="task of the judge's prompts (default: the reward's, tldr)")
+    _judge_backend_args(p)
+    _threads_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    p.add_argument("--port", type=positive_int, default=8000, help="%(default)s")
+    p.add_argument("--max-batch-size", type=positive_int, default=64,
+                   help="completions scored together at most (%(default)s)")
+    p.add_argument("--max-wait-ms", type=non_negative_float, default=5.0,
+                   help="how long a request waits for others to batch with (%(default)s)")
+    p.add_argument("--max-body-bytes", type=positive_int, default=8 * 1024 * 1024,
+                   help="larger requests get a 413 (%(default)s)")
+    p.add_argument("--no-batching", action="store_true",
+                   help="score every request on its own")
+    p.add_argument("--context", default="prompt", choices=("prompt", "label"),
+                   help="what the judge sees as the task input of an OpenRLHF request: the "
+                        "prompt's last user turn, or the request's labels (%(default)s)")
+    p.set_defaults(run=_run_serve_reward)
+
+
+def _run_serve_reward(args: argparse.Namespace) -> int:
+    from rewards.server import reward_for_serving, serve_reward
+    from rlaif_gym.pipelines.label import judge_options
+
+    backend = _judge_backend_values(args)
+    in_process = backend["backend"] == "transformers"
+    options = judge_options(**backend, threads=args.threads if in_process else None)
+    reward = reward_for_serving(args.reward, judge=args.judge, task=args.task,
+                                judge_options=options,
+                                **key_values(args.reward_option, "--reward-option"))
+    serve_reward(reward, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+                 max_wait_ms=args.max_wait_ms, max_body_bytes=args.max_body_bytes,
+                 batching=not args.no_batching, context=args.context)
+    return 0
+
+
 # =========================================================================== demo
 
 
@@ -701,7 +781,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 #: The subcommands in the order ``--help`` lists them: the paper's pipeline first.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_label, _add_train_rm, _add_train, _add_sample, _add_evaluate, _add_reproduce,
-    _add_alignment, _add_eval_rm, _add_demo,
+    _add_alignment, _add_eval_rm, _add_serve_reward, _add_demo,
 )
 
 

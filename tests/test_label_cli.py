@@ -403,3 +403,24 @@ def test_labels_record_the_template_and_a_resume_with_another_one_is_refused(tmp
     assert "template" not in json.loads(plain.read_text())
     assert main(label_argv(pairs, plain, "--template", "tldr")) == 2
     assert "differs in template" in capsys.readouterr().err
+
+
+def test_server_limits_and_the_verdict_cache_reach_the_openai_judge(tmp_path, fake):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    argv = label_argv(pairs, out, "--backend", "openai", "--base-url", "http://127.0.0.1:9",
+                      "--timeout", "5", "--retries", "1", "--deadline", "20",
+                      "--requests-per-minute", "600", "--tokens-per-minute", "1e5",
+                      "--verdict-cache", str(tmp_path / "v.sqlite"))
+    assert main(argv) == 0
+    options = fake.backend_options
+    assert (options["timeout"], options["max_retries"], options["deadline"]) == (5, 1, 20)
+    assert (options["requests_per_minute"], options["tokens_per_minute"]) == (600, 1e5)
+    assert options["verdict_cache"] == str(tmp_path / "v.sqlite")
+
+
+def test_server_limits_with_an_in_process_judge_are_refused_before_loading(tmp_path, fake,
+                                                                         capsys):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    assert main(label_argv(pairs, out, "--timeout", "5")) == 2
+    assert "--backend openai" in capsys.readouterr().err
+    assert fake.judge_loads == [] and not out.exists()

@@ -358,3 +358,35 @@ def test_verl_reward_functions_call_the_server_as_verl_calls_them(served):
     assert [len(b[0]) for b in reward.batches] == [1, 2]
     with pytest.raises(ValueError, match="extra_info"):
         compute_score(solution_str="x", ground_truth=None, extra_info={}, url=srv.url)
+
+
+def test_the_serve_reward_command_serves_the_direct_reward_until_ctrl_c():
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlaif_gym.cli", "serve-reward", "--reward", "direct",
+         "--judge", "tiny-random", "--threads", "1", "--port", str(port)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        while True:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - started < 60, "server did not start"
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        body = {"prompts": ["SUBREDDIT: r/a\nTITLE: t\nPOST: a post"],
+                "completions": ["a summary"]}
+        response = httpx.post(url + "/score", json=body, timeout=60)
+        assert response.status_code == 200
+        (score,) = response.json()["scores"]
+        assert -1.0 <= score <= 1.0
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (0, 130, -signal.SIGINT)

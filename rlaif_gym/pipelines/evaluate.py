@@ -39,7 +39,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,6 +307,7 @@ def evaluate_policies(
     seed: int = 0,
     batch_size: int = 16,
     judge_batch_size: int = 8,
+    judge_backend: Mapping[str, Any] | None = None,
     threads: int | None = None,
     n_bootstrap: int = 1000,
     length_unit: str = "chars",
@@ -331,6 +332,9 @@ def evaluate_policies(
         judge_prompt, max_new_tokens, max_prompt_tokens, temperature, seed, batch_size,
         judge_batch_size, threads, n_bootstrap, length_unit: the settings (see ``rlaif-gym
         evaluate --help``).
+        judge_backend: where the judge runs, as keyword arguments of
+            :func:`rlaif_gym.pipelines.label.judge_options` (``backend``, ``base_urls``,
+            ``server``, ``timeout``, ``retries``, ``verdict_cache``...); default in-process.
 
     Raises:
         EvaluationError: fewer than 2 policies, duplicate names, bad pairs, no prompts,
@@ -422,7 +426,12 @@ def evaluate_policies(
 
         log(f"evaluate: {n_todo} judgments to make with {judge} "
             f"({len(judged)} already in {out / JUDGMENTS_FILE})")
-        loaded = load_judge(judge, num_threads=threads, batch_size=judge_batch_size)
+        from rlaif_gym.pipelines.label import judge_options
+
+        backend = dict(judge_backend or {})
+        in_process = backend.get("backend", "transformers") == "transformers"
+        loaded = load_judge(judge, **judge_options(
+            threads=threads, batch_size=judge_batch_size if in_process else None, **backend))
         with JsonlAppender(out / JUDGMENTS_FILE) as appender:
             def record(row: dict[str, Any]) -> None:
                 judged[row["key"]] = row

@@ -210,17 +210,30 @@ def read_ids(path: str | os.PathLike[str]) -> set[str]:
 def judge_options(backend: str = "transformers", *, threads: int | None = None,
                   dtype: str | None = None, batch_size: int | None = None,
                   base_urls: Sequence[str] | None = None, server: str = "openai",
-                  served_model: str | None = None,
-                  concurrency: int | None = None) -> dict[str, Any]:
+                  served_model: str | None = None, concurrency: int | None = None,
+                  timeout: float | None = None, retries: int | None = None,
+                  deadline: float | None = None, requests_per_minute: float | None = None,
+                  tokens_per_minute: float | None = None,
+                  verdict_cache: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The keyword options of :func:`rewards.judges.load_judge` for a backend: threads,
-    ``dtype`` and the forward ``batch_size`` (in prompts) for ``"transformers"``; the
-    server URLs, kind, served model name and requests in flight for ``"openai"``. Options
-    that are None keep the backend's defaults.
+    ``dtype`` and the forward ``batch_size`` (in prompts) for ``"transformers"``; for
+    ``"openai"`` the server URLs, kind, served model name, requests in flight, the time limits
+    of one attempt (``timeout``, s) and of a request with its retries (``deadline``, s), the
+    number of ``retries`` and the rate limits (requests and prompt tokens per minute, shared
+    by all replicas); ``verdict_cache`` (a SQLite file of verdicts already judged) on any
+    backend. Options that are None keep the backend's defaults.
 
     Raises:
-        UsageError: an unknown backend, ``dtype`` with a server backend, or ``"openai"``
-            without ``base_urls``.
+        UsageError: an unknown backend, ``dtype`` with a server backend, server options with
+            an in-process backend, or ``"openai"`` without ``base_urls``.
     """
+    server_only = {"timeout": timeout, "retries": retries, "deadline": deadline,
+                   "requests_per_minute": requests_per_minute,
+                   "tokens_per_minute": tokens_per_minute}
+    given = sorted(k for k, v in server_only.items() if v is not None)
+    if given and backend != "openai":
+        raise UsageError(f"{', '.join('--' + k.replace('_', '-') for k in given)} apply to "
+                         "--backend openai (a judge behind a server)")
     if backend not in BACKENDS:
         raise UsageError(f"unknown judge backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if dtype is not None and backend != "transformers":
@@ -235,9 +248,13 @@ def judge_options(backend: str = "transformers", *, threads: int | None = None,
             raise UsageError(f"unknown server kind {server!r}; valid: {', '.join(SERVERS)}")
         # the judge spec names the tokenizer whose chat template renders the prompts
         options = {"backend": "openai", "base_urls": list(base_urls), "server": server,
-                   "model": served_model, "max_concurrency": concurrency}
+                   "model": served_model, "max_concurrency": concurrency, "timeout": timeout,
+                   "max_retries": retries, "deadline": deadline,
+                   "requests_per_minute": requests_per_minute,
+                   "tokens_per_minute": tokens_per_minute}
     else:
         options = {"backend": "vllm"}
+    options["verdict_cache"] = None if verdict_cache is None else os.fspath(verdict_cache)
     return {k: v for k, v in options.items() if v is not None}
 
 
@@ -269,6 +286,12 @@ def label_to_file(
     server: str = "openai",
     served_model: str | None = None,
     concurrency: int | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    deadline: float | None = None,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    verdict_cache: str | os.PathLike[str] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
 ) -> LabelResult:
@@ -289,8 +312,9 @@ def label_to_file(
             and few-shot exemplars.
         batch_size: pairs per labeling step (the transformers judge runs their ``2 *
             batch_size`` prompts as one forward batch).
-        threads, dtype, backend, base_urls, server, served_model, concurrency: the judge
-            (:func:`judge_options`).
+        threads, dtype, backend, base_urls, server, served_model, concurrency, timeout,
+            retries, deadline, requests_per_minute, tokens_per_minute, verdict_cache: the
+            judge (:func:`judge_options`).
         progress: a progress bar. log: where warnings and progress lines go.
 
     Returns:
@@ -318,7 +342,9 @@ def label_to_file(
     options = judge_options(backend, threads=threads, dtype=dtype,
                             batch_size=2 * batch_size if backend == "transformers" else None,
                             base_urls=base_urls, server=server, served_model=served_model,
-                            concurrency=concurrency)
+                            concurrency=concurrency, timeout=timeout, retries=retries,
+                            deadline=deadline, requests_per_minute=requests_per_minute,
+                            tokens_per_minute=tokens_per_minute, verdict_cache=verdict_cache)
     if template is not None:
         load_template(template)  # a TemplateError (a UsageError) names the problem
     out = Path(out)
