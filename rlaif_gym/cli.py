@@ -18,8 +18,9 @@ serve-reward    :func:`rewards.server.serve_reward`                 rewards over
 demo            :func:`rlaif_gym.pipelines.demo.demo`               a first look
 ==============  ==================================================  =========================
 
-Errors of input (:class:`rlaif_gym.errors.UsageError`, and files that cannot be read or
-written) are printed as one line with exit code 2; Ctrl-C exits with 130 and says how to
+Errors of input (:class:`rlaif_gym.errors.UsageError`, files that cannot be read or
+written, a judge that failed: :class:`rewards.judges.base.JudgeError`) are printed as one
+line with exit code 2; Ctrl-C exits with 130 and says how to
 resume. Heavy imports (torch, models) happen inside the commands, so ``--help`` stays fast.
 """
 
@@ -810,9 +811,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from rewards.judges.base import JudgeError  # a judge that failed: a server, not a bug
+
     try:
         return int(run(args) or 0)
-    except (UsageError, OSError) as exc:
+    except (UsageError, OSError, JudgeError) as exc:
         message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
         print(f"rlaif-gym {args.command}: error: {message}", file=sys.stderr)
         return 2

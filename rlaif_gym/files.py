@@ -108,17 +108,24 @@ def write_jsonl(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any
 
 class JsonlAppender:
     """Appends JSON objects to a JSON Lines file, one complete line per record, flushed (and
-    with ``fsync=True`` fsynced) after each, so a crash can only tear the last line.
+    with ``fsync=True`` fsynced) after each, so a crash can only tear the last line. An
+    existing file is first made to end cleanly (:func:`truncate_torn_tail`), so a record is
+    never glued to a torn line.
 
     Use as a context manager::
 
         with JsonlAppender(path) as out:
             out.write({"id": "a", ...})
+
+    Raises:
+        ValueError: the existing file is not a JSON Lines file (it is left unchanged).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_file() and self.path.stat().st_size:
+            truncate_torn_tail(read_jsonl(self.path))
         self.fsync = fsync
         self._fh: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 

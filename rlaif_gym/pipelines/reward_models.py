@@ -65,9 +65,12 @@ def load_task_pairs(task: str, *, pairs: str | os.PathLike[str] | None = None,
 
 
 def split_for(pairs: Sequence[Any], out: Path, *, split_file: str | os.PathLike[str] | None,
-              test_fraction: float, split_seed: int) -> PairSplit:
+              test_fraction: float, split_seed: int,
+              log: Callable[[str], None] = _stderr) -> PairSplit:
     """The split to use: ``split_file``, else a new one by context; an existing
-    ``out/split.json`` must be the same split. Ids missing from the pairs are errors.
+    ``out/split.json`` must be the same split (one that cannot be read, a torn copy, is
+    reported and written again: it is derived from the options). Ids missing from the pairs
+    are errors.
 
     Raises:
         UsageError: an unreadable split file, another split than ``out``'s, or ids that
@@ -83,11 +86,14 @@ def split_for(pairs: Sequence[Any], out: Path, *, split_file: str | os.PathLike[
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot split the pairs: {exc}") from exc
     existing = out / SPLIT_FILE
+    old = None
     if existing.is_file():
         try:
             old = PairSplit.load(existing)
         except ValueError as exc:
-            raise UsageError(str(exc)) from exc
+            log(f"rlaif-gym train-rm: warning: {existing} cannot be read ({exc}); it is "
+                "written again from this run's split")
+    if old is not None:
         if (set(old.train), set(old.test)) != (set(split.train), set(split.test)):
             raise UsageError(f"{existing} holds another split than this run's (other pairs, "
                              "--split-seed, --test-fraction or --split-file); use another --out")
@@ -154,7 +160,7 @@ def train_rm(
     loaded = load_task_pairs(task, pairs=pairs, data_dir=data_dir, split=split,
                              high_confidence=high_confidence, limit=limit)
     the_split = split_for(loaded, out, split_file=split_file, test_fraction=test_fraction,
-                          split_seed=split_seed)
+                          split_seed=split_seed, log=log)
     train_ids, test_ids = the_split.side("train"), the_split.side("test")
     train_pairs = [p for p in loaded if str(p.id) in train_ids]
     test_pairs = [p for p in loaded if str(p.id) in test_ids and p.human_choice is not None]
