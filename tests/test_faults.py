@@ -88,8 +88,9 @@ def _reproduction(work: Path) -> Any:
     summary = json.loads((out / "eval" / "evaluation.json").read_text())
     accuracy = {name: {k: v for k, v in entry.items() if k != "command"}  # names the folder
                 for name, entry in json.loads((out / "rm_accuracy.json").read_text()).items()}
-    return (summary["comparisons"], accuracy,
-            (out / "REPORT.md").read_text().split("## Table 1")[1].split("## Table 2")[0])
+    table1 = [line for line in (out / "REPORT.md").read_text().splitlines()
+              if line.startswith("| TL;DR |")]  # the win-rate rows (other rows name folders)
+    return summary["comparisons"], accuracy, table1
 
 
 COMMANDS = {
