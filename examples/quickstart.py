@@ -2,7 +2,7 @@
 
 The README's quickstart is this file below the docstring (tests/test_docs.py checks it).
 
-    python examples/quickstart.py           # SmolLM2-135M-Instruct policy (about a minute on CPU)
+    python examples/quickstart.py           # SmolLM2-135M-Instruct: minutes on a 2-core CPU
     python examples/quickstart.py --tiny    # the tiny random model: seconds, no weights needed
 
 Prompts: ``$RLAIF_GYM_DATA`` when set (e.g. ``RLAIF_GYM_DATA=../shared/data``), else the
