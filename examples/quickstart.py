@@ -39,6 +39,7 @@ for step in range(3):
     batch = collect_episodes(policy, envs, temperature=0.9)  # token by token through the env
     stats = reinforce_step(policy, value, reference, *optimizers, batch.prompt_ids,
                            batch.completion_ids, batch.rewards, kl_coef=0.05, temperature=0.9,
-                           n_actions=int(envs.single_action_space.n), pad_id=0)
+                           n_actions=int(envs.single_action_space.n),
+                           pad_id=envs.unwrapped.core.pad_token_id)
     print(f"step {step + 1}: reward {stats.reward:+.3f}, KL {stats.kl:+.4f}, "
           f"first completion {batch.completions[0][:60]!r}")
