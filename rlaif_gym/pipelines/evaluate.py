@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlaif_gym.defaults import DEFAULT_JUDGE, TASKS
+from rlaif_gym.defaults import DEFAULT_JUDGE, DEFAULT_POLICY, TASKS
 from rlaif_gym.errors import UsageError
 from rlaif_gym.files import (
     JsonlAppender,
@@ -57,6 +57,8 @@ from rlaif_gym.files import (
 from rlaif_gym.stats import pct
 
 __all__ = [
+    "REFERENCE",
+    "reference_completions",
     "EvaluationError",
     "PolicyRef",
     "evaluate_policies",
@@ -72,6 +74,11 @@ COMPLETIONS_FILE = "completions.jsonl"
 JUDGMENTS_FILE = "judgments.jsonl"
 EVALUATION_FILE = "evaluation.json"
 PLOT_FILE = "win_rates.png"
+
+
+#: A policy spec that is the task's human reference responses (``--policy REF=reference``):
+#: the TL;DR post's own TL;DR, the HH chosen response. Nothing is sampled.
+REFERENCE = "reference"
 
 
 class EvaluationError(UsageError):
@@ -112,6 +119,8 @@ def resolve_policy(text: str) -> PolicyRef:
     name, spec = name.strip(), spec.strip()
     if not spec:
         raise EvaluationError(f"--policy {text!r}: empty model spec")
+    if spec == REFERENCE:
+        return PolicyRef(name or "REF", spec, spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         from agents.train import find_checkpoint
@@ -272,6 +281,26 @@ def generate_completions(policy: PolicyRef, task: str, prompts: Sequence[Any], *
     return rows
 
 
+def reference_completions(prompts: Sequence[Any], *, tokens_of: str) -> list[dict[str, Any]]:
+    """The prompts' human references as completions (the ``REF=reference`` policy), with
+    their lengths in tokens of the tokenizer ``tokens_of`` (a policy spec).
+
+    Raises:
+        EvaluationError: a prompt without a reference.
+    """
+    from rlaif_gym.models import load_tokenizer
+
+    missing = [str(p.id) for p in prompts if not getattr(p, "reference", None)]
+    if missing:
+        raise EvaluationError(f"{len(missing)} prompts have no reference response, e.g. "
+                              f"{missing[:3]}: the reference policy needs them")
+    tokenizer = load_tokenizer(tokens_of)
+    return [{"index": i, "prompt_id": str(p.id), "completion": p.reference.strip(),
+             "tokens": len(tokenizer(p.reference.strip(), add_special_tokens=False)
+                           ["input_ids"]), "length_limit": False}
+            for i, p in enumerate(prompts)]
+
+
 # =========================================================================== caches
 
 
@@ -308,6 +337,7 @@ def evaluate_policies(
     batch_size: int = 16,
     judge_batch_size: int = 8,
     judge_backend: Mapping[str, Any] | None = None,
+    prompt_major: bool = True,
     threads: int | None = None,
     n_bootstrap: int = 1000,
     length_unit: str = "chars",
@@ -332,6 +362,9 @@ def evaluate_policies(
         judge_prompt, max_new_tokens, max_prompt_tokens, temperature, seed, batch_size,
         judge_batch_size, threads, n_bootstrap, length_unit: the settings (see ``rlaif-gym
         evaluate --help``).
+        prompt_major: judge every comparison of a prompt together, so the judge's prefix
+            memo runs the post once for all of them (False: comparison by comparison; the
+            same labels).
         judge_backend: where the judge runs, as keyword arguments of
             :func:`rlaif_gym.pipelines.label.judge_options` (``backend``, ``base_urls``,
             ``server``, ``timeout``, ``retries``, ``verdict_cache``...); default in-process.
@@ -385,11 +418,14 @@ def evaluate_policies(
         else:
             log(f"evaluate: sampling {len(prompts)} completions from {policy.name} "
                 f"({policy.model})")
+            made = (reference_completions(prompts, tokens_of=next(
+                        (p.model for p in policies if p.model != REFERENCE), DEFAULT_POLICY))
+                    if policy.model == REFERENCE else
+                    generate_completions(policy, task, prompts, device="cpu", log=log,
+                                         **settings))
             rows = [{"policy": policy.name, "spec": policy.spec, "model": policy.model,
                      "step": policy.step, "gen_key": key, **row,
-                     "prompt": prompts[row["index"]].text}
-                    for row in generate_completions(policy, task, prompts, device="cpu",
-                                                    log=log, **settings)]
+                     "prompt": prompts[row["index"]].text} for row in made]
             n_sampled += len(rows)
         completions[policy.name] = rows
         # keep the cached lines of policies not (yet) handled in this run
@@ -437,23 +473,30 @@ def evaluate_policies(
                 judged[row["key"]] = row
                 appender.write(row)
 
-            for (a, b), todo in todo_pairs.items():
-                same = [i for i in todo if completions[a][i]["completion"]
-                        == completions[b][i]["completion"]]
-                for i in same:  # identical texts: a tie by definition, no judge call
+            # every comparison still to judge, prompt by prompt: the comparisons of one
+            # prompt share the judge's prompt up to the post, which the judge's prefix memo
+            # then runs once for all of them (prompt_major=False: pair by pair)
+            items = [(i, ab) for ab, todo in todo_pairs.items() for i in todo]
+            if prompt_major:
+                items.sort(key=lambda item: item[0])
+            judged_items = []
+            for i, (a, b) in items:
+                if completions[a][i]["completion"] == completions[b][i]["completion"]:
+                    # identical texts: a tie by definition, no judge call
                     record({"key": pair_keys[(a, b)][i], "kind": "pair", "a": a, "b": b,
                             "prompt_id": prompt_ids[i], "judge": judge, "p_first": 0.5,
                             "p_order_ab": None, "p_order_ba": None, "identical": True})
-                todo = [i for i in todo if i not in set(same)]
-                if not todo:
-                    continue
+                else:
+                    judged_items.append((i, (a, b)))
+            if judged_items:
                 labels = judge_pairwise(
-                    loaded, task, [contexts[i] for i in todo],
-                    [completions[a][i]["completion"] for i in todo],
-                    [completions[b][i]["completion"] for i in todo],
-                    ids=[str(i) for i in todo], prompt=judge_prompt, progress=progress)
+                    loaded, task, [contexts[i] for i, _ in judged_items],
+                    [completions[a][i]["completion"] for i, (a, _) in judged_items],
+                    [completions[b][i]["completion"] for i, (_, b) in judged_items],
+                    ids=[str(k) for k in range(len(judged_items))], prompt=judge_prompt,
+                    progress=progress)
                 for label in labels:
-                    i = int(label.id)
+                    i, (a, b) = judged_items[int(label.id)]
                     record({"key": pair_keys[(a, b)][i], "kind": "pair", "a": a, "b": b,
                             "prompt_id": prompt_ids[i], "judge": judge,
                             "p_first": label.p_first, "p_order_ab": label.p_order_ab,
