@@ -198,10 +198,12 @@ def _add_label(sub: argparse._SubParsersAction) -> None:
                    help="label only the pairs whose id is listed in this file (one per line)")
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
                    help=f"judge model (default: {DEFAULT_JUDGE})")
-    p.add_argument("--prompt", default="base", choices=PROMPTS,
-                   help="preamble variant; or pointwise: rate each response alone with the "
-                        "d-RLAIF score prompt; or pmi: log P(response | context) - log "
-                        "P(response) under the judge")
+    p.add_argument("--prompt", default=None, choices=PROMPTS,
+                   help="the paper's preambles (base, detailed); or pointwise: rate each "
+                        "response alone with the d-RLAIF score prompt; or pmi: log P(response "
+                        "| context) - log P(response) under the judge. Default: the task's "
+                        "best labeler on the shared human comparisons: pmi for tldr, base "
+                        "for helpful and harmless (docs/RESULTS.md)")
     p.add_argument("--template", default=None, metavar="NAME|PATH",
                    help="prompt template instead of the task's packaged one")
     p.add_argument("--cot", action="store_true", help="elicit a chain-of-thought rationale")

@@ -280,7 +280,7 @@ def test_a_judge_that_raises_mid_batch_is_one_line_and_the_rerun_completes(
     wrap = _fail_on_call(k, lambda: JudgeError("judge server returned 503"))
     with monkeypatch.context() as patch:
         for attr in ("next_token_logprobs", "next_token_logprobs_two_step",
-                     "next_token_logprobs_shared_prefix"):
+                     "next_token_logprobs_shared_prefix", "continuation_logprobs"):
             patch.setattr(TransformersJudge, attr, wrap(getattr(TransformersJudge, attr)))
         assert main(command.argv(tmp_path, inputs)) == 2, f"{name} judge fault ({SEED})"
     one_error_line(capsys, name, "503")

@@ -72,7 +72,11 @@ def fake(monkeypatch):
 
 
 def label_argv(pairs: Path, out: Path, *extra: str) -> list[str]:
-    return ["label", "--task", "tldr", "--pairs", str(pairs), "--out", str(out), *extra]
+    """The label command for these tests: the paper's Base prompt unless ``extra`` names one
+    (the default labeler of TL;DR is PMI, which takes no --cot or --shots)."""
+    prompt = [] if "--prompt" in extra else ["--prompt", "base"]
+    return ["label", "--task", "tldr", "--pairs", str(pairs), "--out", str(out), *prompt,
+            *extra]
 
 
 def read_ids(out: Path) -> list[str]:
@@ -424,3 +428,11 @@ def test_server_limits_with_an_in_process_judge_are_refused_before_loading(tmp_p
     assert main(label_argv(pairs, out, "--timeout", "5")) == 2
     assert "--backend openai" in capsys.readouterr().err
     assert fake.judge_loads == [] and not out.exists()
+
+
+def test_the_default_labeler_is_pmi_for_tldr_and_base_for_hh(tmp_path, fake):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    plain = ["label", "--pairs", str(pairs)]
+    assert main([*plain, "--task", "tldr", "--out", str(tmp_path / "t.jsonl")]) == 0
+    assert main([*plain, "--task", "helpful", "--out", str(tmp_path / "h.jsonl")]) == 0
+    assert [call["prompt"] for call in fake.calls] == ["pmi", "base"]

@@ -28,7 +28,7 @@ from typing import Any
 
 from rewards.alignment import AlignmentReport, alignment_report
 from rewards.judges import load_judge
-from rewards.preference import PROMPTS, label_pairs, pair_problem
+from rewards.preference import DEFAULT_PROMPTS, PROMPTS, label_pairs, pair_problem
 from rewards.prompts import load_template
 from rlaif_gym.data import load_preference_pairs
 from rlaif_gym.defaults import DEFAULT_JUDGE, TASKS
@@ -273,7 +273,7 @@ def label_to_file(
     high_confidence: bool = False,
     limit: int | None = None,
     ids: Iterable[str] | str | os.PathLike[str] | None = None,
-    prompt: str = "base",
+    prompt: str | None = None,
     template: str | None = None,
     cot: bool = False,
     cot_max_tokens: int | None = None,
@@ -307,9 +307,10 @@ def label_to_file(
         limit: label the first ``limit`` pairs only.
         ids: label only these pair ids (an iterable, or a text file with one id per line).
         prompt: ``"base"``, ``"detailed"``, ``"pointwise"`` or ``"pmi"``
-            (:func:`rewards.preference.label_pairs`); ``template``: a template name or file
-            instead of the task's; ``cot``, ``cot_max_tokens``, ``shots``: chain of thought
-            and few-shot exemplars.
+            (:func:`rewards.preference.label_pairs`); default the task's labeler,
+            :data:`rewards.preference.DEFAULT_PROMPTS` (PMI for TL;DR); ``template``: a
+            template name or file instead of the task's; ``cot``, ``cot_max_tokens``,
+            ``shots``: chain of thought and few-shot exemplars.
         batch_size: pairs per labeling step (the transformers judge runs their ``2 *
             batch_size`` prompts as one forward batch).
         threads, dtype, backend, base_urls, server, served_model, concurrency, timeout,
@@ -328,6 +329,7 @@ def label_to_file(
     """
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    prompt = prompt or DEFAULT_PROMPTS[task]
     if prompt not in PROMPTS:
         raise UsageError(f"unknown prompt {prompt!r}; valid: {', '.join(PROMPTS)}")
     if prompt in ("pointwise", "pmi") and (cot or shots):
