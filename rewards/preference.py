@@ -87,8 +87,9 @@ PROMPTS: tuple[str, ...] = ("base", "detailed", POINTWISE, PMI)
 #: chosen on the shared human comparisons with the 1.5B judge (docs/RESULTS.md, Table 2):
 #: TL;DR: PMI, 66.8% on all 343 high-confidence pairs against 64.1% for the paper's Base
 #: 0-shot prompt, with no position bias (Base prefers the same position in both orders for
-#: 54.7% of pairs), and 80.7% vs 72.0% on 150 comparisons never used before (25 pairs right
-#: only with PMI, 12 only with Base; exact McNemar p = 0.047). HH helpful and harmless: the
+#: 54.7% of pairs); issue #21 reports 80.7% vs 72.0% on 150 further comparisons that are not
+#: in the shared data (25 pairs right only with PMI, 12 only with Base; exact McNemar
+#: p = 0.047), which we could not rerun here. HH helpful and harmless: the
 #: paper's Base prompt (helpful PMI 63.6% vs Base 64.6% on 209 pairs; harmless has no PMI
 #: prompt). ``prompt="base"`` is one option away everywhere.
 DEFAULT_PROMPTS: dict[str, str] = {"tldr": PMI, "helpful": "base", "harmless": "base"}
