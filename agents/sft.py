@@ -63,6 +63,7 @@ __all__ = [
     "SFTResult",
     "completion_metrics",
     "completion_nll",
+    "freeze_all_but_last_layers",
     "plot_loss",
     "reference_metrics",
     "train_sft",
@@ -100,6 +101,10 @@ class SFTConfig:
             first ``heldout_n`` of a seeded permutation of the non-excluded prompts.
         heldout_n: see ``heldout_ids`` (0: no held-out metrics).
         max_train: train on at most this many of the remaining prompts (None: all).
+        train_last_layers: fine-tune only the last N decoder blocks and the final norm
+            (the embeddings and the output layer stay frozen, and the backward pass stops
+            at the lowest trained block: about half the compute of full fine-tuning with a
+            third of the blocks); None: every parameter.
         epochs: passes over the training prompts (may be fractional).
         lr: peak AdamW learning rate; ``lr_scheduler`` (a transformers scheduler name)
             after ``warmup_ratio`` of the steps of linear warm-up.
@@ -137,6 +142,7 @@ class SFTConfig:
     heldout_ids: Sequence[str] | None = None
     heldout_n: int = 25
     max_train: int | None = None
+    train_last_layers: int | None = None
     epochs: float = 2.0
     lr: float = 5e-5
     lr_scheduler: str = "linear"
@@ -176,7 +182,8 @@ class SFTConfig:
         for name in ("batch_size", "grad_accum", "max_prompt_tokens", "max_completion_tokens",
                      "sample_batch_size", "logging_steps"):
             _check_positive_int(name, getattr(self, name))
-        for name in ("heldout_every", "save_every", "threads", "max_train"):
+        for name in ("heldout_every", "save_every", "threads", "max_train",
+                     "train_last_layers"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
         if isinstance(self.heldout_n, bool) or not isinstance(self.heldout_n, int) or \
@@ -450,6 +457,34 @@ def _import_trl() -> tuple[Any, Any]:
     return TrlSFTConfig, SFTTrainer
 
 
+def freeze_all_but_last_layers(model: torch.nn.Module, n_layers: int) -> tuple[int, int]:
+    """Leave only the last ``n_layers`` decoder blocks and the final norm trainable.
+
+    Works for decoder-only models whose base model has ``layers`` and ``norm`` (Llama,
+    SmolLM2, Qwen2, Mistral, ...); embeddings and the (often tied) output layer are frozen.
+
+    Returns:
+        ``(trainable parameters, all parameters)``.
+
+    Raises:
+        ValueError: the model has no ``layers``/``norm``, or fewer than ``n_layers`` blocks.
+    """
+    base = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(base, "layers", None)
+    norm = getattr(base, "norm", None)
+    if layers is None or norm is None:
+        raise ValueError(f"train_last_layers: {type(model).__name__} has no decoder "
+                         "layers/norm to select; use train_last_layers=None")
+    if n_layers > len(layers):
+        raise ValueError(f"train_last_layers={n_layers} but the model has {len(layers)} "
+                         "decoder blocks")
+    model.requires_grad_(False)
+    for module in [*layers[len(layers) - n_layers:], norm]:
+        module.requires_grad_(True)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
 def _no_activation_checkpointing(config_cls: Any) -> dict[str, bool]:
     """Recomputing activations costs ~20% time and saves memory we do not need at our sizes
     (TRL enables it by default); transformers >= 5.2x renames the option."""
@@ -567,6 +602,9 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
                          "use another out_dir")
 
     model = load_causal_lm(config.policy, dtype="float32", device=config.device)
+    trainable, n_params = (freeze_all_but_last_layers(model, config.train_last_layers)
+                           if config.train_last_layers else
+                           (sum(p.numel() for p in model.parameters()),) * 2)
     wall: dict[str, float] = {}
 
     # ---- the start policy
@@ -647,7 +685,9 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
         "training": {"updates": train_steps, "updates_per_epoch": per_epoch,
                      "epochs": config.epochs, "update_batch": config.update_batch,
                      "lr": config.lr, "bf16": bf16, "threads": torch.get_num_threads(),
-                     "device": config.device,
+                     "device": config.device, "trainable_parameters": trainable,
+                     "parameters": n_params,
+                     "train_last_layers": config.train_last_layers,
                      "final_train_loss": next((e["loss"] for e in reversed(log_history)
                                                if "loss" in e), None)},
         "heldout_loss": {

@@ -338,3 +338,19 @@ def test_completion_nll_is_the_mean_over_completion_tokens(tldr_records, tiny_to
             total -= float(logp[e.prompt_len - 1:-1].gather(1, targets[:, None]).sum())
     assert loss == pytest.approx(total / n, rel=1e-5)
     assert np.isfinite(loss)
+
+
+def test_train_last_layers_trains_only_the_top_blocks(tmp_path):
+    result = train_sft(tiny_config(tmp_path / "top", train_last_layers=1, heldout_n=0,
+                                   epochs=1, max_train=8))
+    start, tuned = load_causal_lm(TINY), load_causal_lm(result.policy_dir)
+    changed = {name for (name, a), b in zip(start.named_parameters(), tuned.parameters(),
+                                            strict=True) if not torch.equal(a, b)}
+    assert changed and all(n.startswith(("model.layers.1.", "model.norm.")) for n in changed)
+    assert result.metrics["training"]["trainable_parameters"] < \
+        result.metrics["training"]["parameters"]
+
+
+def test_train_last_layers_beyond_the_model_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="decoder blocks"):
+        train_sft(tiny_config(tmp_path / "x", train_last_layers=3))
