@@ -25,6 +25,7 @@ Run folder ``OUT``::
                          kept, and removed once the run has finished (keep_checkpoints=False)
     OUT/policy/          the fine-tuned policy and its tokenizer (written atomically):
                          rlaif_gym.models.load_causal_lm(OUT / "policy") loads it
+    OUT/train_log.json   the trainer's log history, updates, training wall time
     OUT/samples.jsonl    held-out completions before and after SFT
     OUT/metrics.json     every number reported, settings, wall times, the log history
     OUT/loss.png         training loss per step and held-out loss
@@ -76,6 +77,7 @@ SPLIT_FILE = "split.json"
 BEFORE_FILE = "before.json"
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.jsonl"
+TRAIN_LOG_FILE = "train_log.json"
 PLOT_FILE = "loss.png"
 POLICY_DIR = "policy"
 CHECKPOINT_DIR = "checkpoints"
@@ -644,19 +646,27 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
         callbacks=[_heldout_callback(held_ex, config.heldout_every or per_epoch, bf16),
                    *callbacks],
     )
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    if resuming and last is None:
-        logger.warning("resume: %s has no checkpoint; training starts from the beginning", out)
-    t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
-    wall["training"] = time.perf_counter() - t0
-    log_history = list(trainer.state.log_history)
-    train_steps = int(trainer.state.global_step)
-    tmp_policy = out / (POLICY_DIR + ".partial")
-    shutil.rmtree(tmp_policy, ignore_errors=True)
-    trainer.save_model(str(tmp_policy))
-    shutil.rmtree(out / POLICY_DIR, ignore_errors=True)
-    os.replace(tmp_policy, out / POLICY_DIR)
+    if resuming and (out / POLICY_DIR).is_dir() and (out / TRAIN_LOG_FILE).is_file():
+        logger.info("resume: %s already holds the trained policy; measuring it", out)
+        train_log = _read_json(out / TRAIN_LOG_FILE)
+    else:
+        last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        if resuming and last is None:
+            logger.warning("resume: %s has no checkpoint; training starts from the beginning",
+                           out)
+        t0 = time.perf_counter()
+        trainer.train(resume_from_checkpoint=last)
+        train_log = {"log_history": list(trainer.state.log_history),
+                     "updates": int(trainer.state.global_step),
+                     "wall_s": time.perf_counter() - t0}
+        tmp_policy = out / (POLICY_DIR + ".partial")
+        shutil.rmtree(tmp_policy, ignore_errors=True)
+        trainer.save_model(str(tmp_policy))
+        shutil.rmtree(out / POLICY_DIR, ignore_errors=True)
+        os.replace(tmp_policy, out / POLICY_DIR)
+        _write_json(out / TRAIN_LOG_FILE, train_log)
+    wall["training"] = train_log["wall_s"]
+    log_history, train_steps = train_log["log_history"], train_log["updates"]
     del trainer, model
     gc.collect()
 

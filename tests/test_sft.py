@@ -354,3 +354,20 @@ def test_train_last_layers_trains_only_the_top_blocks(tmp_path):
 def test_train_last_layers_beyond_the_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="decoder blocks"):
         train_sft(tiny_config(tmp_path / "x", train_last_layers=3))
+
+
+def test_a_run_stopped_after_training_resumes_without_training_again(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "r", heldout_n=2, epochs=1, max_train=4)
+    first = train_sft(config)
+    (first.out_dir / "metrics.json").unlink()  # as if it stopped while measuring
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    import trl
+
+    monkeypatch.setattr(trl.SFTTrainer, "train", no_training)
+    again = train_sft(tiny_config(tmp_path / "r", heldout_n=2, epochs=1, max_train=4,
+                                  resume=True))
+    assert again.metrics["finished"]
+    assert again.metrics["heldout_loss"] == first.metrics["heldout_loss"]
