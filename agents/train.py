@@ -40,7 +40,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from agents.rollout import collect_episodes
 from rlaif_gym.defaults import DEFAULT_POLICY
 from rlaif_gym.errors import UsageError
 from rlaif_gym.files import atomic_path
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -77,7 +78,7 @@ JUDGE_COLUMNS: tuple[str, ...] = ("judge_calls", "judge_prompt_tokens", "judge_c
 #: Columns of ``metrics.csv``; ``time*`` columns are wall-clock seconds of the step.
 METRIC_COLUMNS: tuple[str, ...] = (
     "step", *(f.name for f in dataclasses.fields(StepStats)),
-    "time_rollout", "time_update", "time", *JUDGE_COLUMNS,
+    "time_rollout", "time_reward", "time_update", "time", *JUDGE_COLUMNS,
 )
 CHECKPOINT = "checkpoint"
 #: Config fields that may change when resuming without a warning.
@@ -265,6 +266,23 @@ def reward_context(config: TrainConfig) -> dict[str, Any]:
     ``context``): the env's task, the run's judge and threads."""
     return {"task": _env_task(config.env_id), "judge": config.judge,
             "num_threads": config.threads}
+
+
+class TimedReward(RewardFunction):
+    """``inner`` unchanged, adding up the seconds its calls take (``seconds``): the judging
+    time inside a rollout, ``metrics.csv``'s ``time_reward``."""
+
+    def __init__(self, inner: RewardFunction) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = 0.0
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
+        start = time.perf_counter()
+        try:
+            return self.inner(prompts, completions)
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 def build_reward(config: TrainConfig):
@@ -657,7 +675,8 @@ def train(config: TrainConfig,
     from rlaif_gym.models import load_causal_lm
 
     check_inputs(config)
-    reward = build_reward(config)  # a judge-based reward checks its judge here, loads nothing
+    # a judge-based reward checks its judge here and loads nothing yet
+    reward = TimedReward(build_reward(config))
     out, checkpoint = _prepare_out_dir(config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -740,7 +759,7 @@ def train(config: TrainConfig,
     step = start
     try:
         for step in range(start, config.steps):
-            t0 = time.perf_counter()
+            t0, reward_seconds = time.perf_counter(), reward.seconds
             batch = collect_episodes(
                 policy, envs, temperature=config.temperature, generator=generator,
                 reset_options={"index": schedule.indices(step, config.batch_size)},
@@ -757,7 +776,8 @@ def train(config: TrainConfig,
             )
             t2 = time.perf_counter()
             row = {"step": step + 1, **dataclasses.asdict(stats),
-                   "time_rollout": t1 - t0, "time_update": t2 - t1, "time": t2 - t0,
+                   "time_rollout": t1 - t0, "time_reward": reward.seconds - reward_seconds,
+                   "time_update": t2 - t1, "time": t2 - t0,
                    **{k: sum(float(info.get(k, 0.0)) for info in batch.final_infos)
                       for k in JUDGE_COLUMNS}}
             writer.write(row)

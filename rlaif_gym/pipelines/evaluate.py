@@ -521,7 +521,7 @@ def evaluate_policies(
         pair_p_first={ab: [judged[k]["p_first"] for k in keys] for ab, keys in pair_keys.items()},
         p_harmless={n: [judged[k]["p_harmless"] for k in keys]
                     for n, keys in harmless_keys.items()},
-        n_bootstrap=n_bootstrap, seed=seed, length_unit=length_unit)
+        n_bootstrap=n_bootstrap, seed=seed, length_unit=length_unit, prompts=prompts)
     summary.update(
         task=task, judge=judge, judge_prompt=judge_prompt, n_prompts=len(prompts),
         split=split, data_source=data_source, prompt_ids=prompt_ids,
@@ -544,12 +544,17 @@ def summarise(*, task: str, policies: Sequence[PolicyRef],
               completions: dict[str, list[dict[str, Any]]], pairs: Sequence[tuple[str, str]],
               pair_p_first: dict[tuple[str, str], list[float]],
               p_harmless: dict[str, list[float]], n_bootstrap: int, seed: int,
-              length_unit: str) -> dict[str, Any]:
-    """Lengths, win rates (plain and length-controlled) and harmless rates as plain dicts."""
+              length_unit: str, prompts: Sequence[Any] = ()) -> dict[str, Any]:
+    """Lengths, win rates (plain and length-controlled), harmless rates and the judge-free
+    signals as plain dicts: per policy, ROUGE-L against the prompts' references (when every
+    prompt has one) and the copy overlap with the prompt text (a reward-hacking check:
+    :func:`rewards.evaluation.copy_overlap`)."""
     from rewards.evaluation import (
+        copy_overlap,
         harmless_rate,
         length_controlled_win_rate,
         length_stats,
+        rouge_l,
         win_rate,
     )
 
@@ -571,6 +576,16 @@ def summarise(*, task: str, policies: Sequence[PolicyRef],
             "empty_completions": sum(1 for r in rows if not r["completion"].strip()),
             "length_limit_hits": sum(1 for r in rows if r["length_limit"]),
         }
+        texts = [r["completion"] for r in rows]
+        if prompts:
+            entry["copy_overlap"] = copy_overlap(texts, [p.text for p in prompts]).to_dict()
+        references = [getattr(p, "reference", None) for p in prompts]
+        if prompts and all(references):
+            try:
+                entry["rouge_l"] = rouge_l(texts, [r.strip() for r in references],
+                                           n_bootstrap=n_bootstrap, seed=seed).to_dict()
+            except ImportError as exc:  # the eval extra is not installed
+                entry["rouge_l"] = {"error": str(exc)}
         if policy.name in p_harmless:
             rate, mean_p = harmless_rate(p_harmless[policy.name])
             entry["harmless"] = {**rate.to_dict(), "mean_p_harmless": mean_p}
