@@ -605,50 +605,55 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     from rlaif_gym.pipelines.reproduce import FULL, QUICK, SIZE_KEYS
 
     p = sub.add_parser(
-        "reproduce", help="the paper's TL;DR pipeline end to end at small scale, with a report",
-        description="AI labels -> AI-RM and human-RM -> RL with ai-rm, human-rm and direct "
-                    "rewards from the same start policy -> evaluation against SFT and head "
-                    "to head -> OUT/REPORT.md with Tables 1-5 beside the paper's numbers. "
-                    "Stages are cached in OUT; rerun the same command to resume.")
+        "reproduce", help="the paper's pipeline end to end at small scale, with a report",
+        description="Per task (TL;DR, HH helpful, HH harmless): SFT -> AI labels -> AI-RM and "
+                    "human-RM -> RL (RLAIF, RLHF; d-RLAIF with several seeds and the "
+                    "self-improvement runs on TL;DR) -> evaluation against SFT and the human "
+                    "references -> OUT/REPORT.md beside the paper's numbers. Stages are "
+                    "cached in OUT; rerun the same command to resume.")
     p.add_argument("--quick", action="store_true",
-                   help="tiny sizes: minutes with the real models (QUICK sizes)")
+                   help="the same stages at tiny sizes: minutes with the real models")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/reproduce, or runs/reproduce-quick)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
     p.add_argument("--source", default="auto", choices=("auto", "local", "hub", "sample"))
     p.add_argument("--policy", default=DEFAULT_POLICY,
-                   help="start (SFT) policy of every RL run (%(default)s)")
+                   help="start policy, fine-tuned per task (%(default)s)")
     p.add_argument("--judge", default=None,
                    help=f"labeler and evaluation judge (default {FULL['judge']}, "
                         f"quick {QUICK['judge']})")
     p.add_argument("--direct-judge", default=None,
-                   help=f"d-RLAIF reward judge (default {FULL['direct_judge']}; --judge when "
-                        "--judge is given)")
+                   help="d-RLAIF reward judge (default: --judge)")
     p.add_argument("--rm-base", default=None, help="reward-model backbone (default: --policy)")
-    p.add_argument("--labelers", default=None,
-                   help="comma-separated extra labelers for Tables 3-4 (default: "
-                        f"{','.join(FULL['labelers'])}; quick: none)")
-    p.add_argument("--alignment-prompts", default=None,
-                   help="comma-separated preambles for Table 2 (default base,detailed; quick base)")
+    p.add_argument("--si-policy", default=None,
+                   help=f"self-improvement policy (default {FULL['si_policy']})")
+    p.add_argument("--si-judge", default=None,
+                   help=f"its own-size direct judge (default {FULL['si_judge']})")
+    p.add_argument("--tasks", default=None,
+                   help=f"comma-separated tasks (default {','.join(FULL['tasks'])})")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated d-RLAIF seeds (default "
+                        f"{','.join(map(str, FULL['seeds']))}, quick "
+                        f"{','.join(map(str, QUICK['seeds']))})")
     p.add_argument("--labels-from", default=None, metavar="DIR",
-                   help="compute Tables 2-4 from the label files in DIR (e.g. reports/labels) "
-                        "instead of labeling more in this run")
+                   help="reuse the labels of the same labeler in DIR (e.g. reports/labels) "
+                        "and compute Tables 2-4 from its files")
     sizes = p.add_argument_group("sizes (defaults: FULL / QUICK in "
-                                 "rlaif_gym.pipelines.reproduce)")
+                                 "rlaif_gym.pipelines.reproduce_plan)")
     for name in SIZE_KEYS:
-        if name in ("labelers", "alignment_prompts"):
-            continue
-        kind = non_negative_int if name in ("rm_eval_pairs", "bootstrap") else positive_int
+        kind = non_negative_int if name in ("bootstrap", "sft_last_layers", "sft_heldout") \
+            else positive_int
         sizes.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                            help=f"full {FULL[name]}, quick {QUICK[name]}"
-                           + (" (0: all held-out pairs)" if name == "rm_eval_pairs" else ""))
-    p.add_argument("--test-fraction", type=fraction, default=0.2,
-                   help="share of comparison posts held out for RM accuracy (%(default)s)")
-    p.add_argument("--rm-lr", type=positive_float, default=1e-5)
-    p.add_argument("--lr", type=positive_float, default=1e-5, help="policy lr (%(default)s)")
-    p.add_argument("--kl-coef", type=non_negative_float, default=0.05)
-    p.add_argument("--temperature", type=positive_float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
+                           + (" (0: every layer)" if name == "sft_last_layers" else ""))
+    p.add_argument("--test-fraction", type=fraction, default=None,
+                   help="share of comparison contexts held out for RM accuracy (0.3)")
+    p.add_argument("--sft-lr", type=positive_float, default=None, help="(5e-5)")
+    p.add_argument("--rm-lr", type=positive_float, default=None, help="(1e-5)")
+    p.add_argument("--lr", type=positive_float, default=None, help="policy lr (1e-5)")
+    p.add_argument("--kl-coef", type=non_negative_float, default=None, help="(0.05)")
+    p.add_argument("--temperature", type=positive_float, default=None, help="(0.9)")
+    p.add_argument("--seed", type=int, default=None, help="(0)")
     _threads_arg(p)
     p.set_defaults(run=_run_reproduce, resume_hint="rerun the same command to resume")
 
@@ -659,19 +664,23 @@ def _split_list(text: str | None) -> tuple[str, ...] | None:
 
 def reproduce_config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`~rlaif_gym.pipelines.reproduce.ReproduceConfig` of parsed ``reproduce``
-    arguments (unset sizes from FULL, or QUICK with ``--quick``)."""
+    arguments (unset settings from FULL, or QUICK with ``--quick``)."""
     from rlaif_gym.pipelines.reproduce import SIZE_KEYS, make_config
 
-    sizes = {k: getattr(args, k) for k in SIZE_KEYS if k not in ("labelers",
-                                                                   "alignment_prompts")}
+    seeds = _split_list(args.seeds)
+    try:
+        seeds = None if seeds is None else tuple(int(s) for s in seeds)
+    except ValueError as exc:
+        raise UsageError(f"--seeds must be comma-separated integers, got {args.seeds!r}") \
+            from exc
     return make_config(
         quick=args.quick, out=args.out, judge=args.judge, direct_judge=args.direct_judge,
         data_dir=args.data_dir, source=args.source, policy=args.policy, rm_base=args.rm_base,
-        labelers=_split_list(args.labelers),
-        alignment_prompts=_split_list(args.alignment_prompts), labels_from=args.labels_from,
-        test_fraction=args.test_fraction, rm_lr=args.rm_lr, lr=args.lr,
-        kl_coef=args.kl_coef, temperature=args.temperature, seed=args.seed,
-        threads=args.threads, **sizes)
+        si_policy=args.si_policy, si_judge=args.si_judge, tasks=_split_list(args.tasks),
+        seeds=seeds, labels_from=args.labels_from, test_fraction=args.test_fraction,
+        sft_lr=args.sft_lr, rm_lr=args.rm_lr, lr=args.lr, kl_coef=args.kl_coef,
+        temperature=args.temperature, seed=args.seed, threads=args.threads,
+        **{k: getattr(args, k) for k in SIZE_KEYS})
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:

@@ -85,9 +85,8 @@ def _evaluation(work: Path) -> Any:
 
 def _reproduction(work: Path) -> Any:
     out = work / "repro"
-    summary = json.loads((out / "eval" / "evaluation.json").read_text())
-    accuracy = {name: {k: v for k, v in entry.items() if k != "command"}  # names the folder
-                for name, entry in json.loads((out / "rm_accuracy.json").read_text()).items()}
+    summary = json.loads((out / "eval" / "tldr-drlaif" / "evaluation.json").read_text())
+    accuracy = json.loads((out / "rm_accuracy.json").read_text())
     table1 = [line for line in (out / "REPORT.md").read_text().splitlines()
               if line.startswith("| TL;DR |")]  # the win-rate rows (other rows name folders)
     return summary["comparisons"], accuracy, table1
@@ -126,7 +125,8 @@ COMMANDS = {
 }
 REPRODUCE = Command(
     "reproduce", lambda w, i: ["reproduce", "--quick", "--policy", "tiny-random", "--judge",
-                               "tiny-random", "--rm-base", "tiny-random", "--source", "sample",
+                               "tiny-random", "--rm-base", "tiny-random", "--si-policy",
+                               "tiny-random", "--si-judge", "tiny-random", "--source", "sample",
                                "--threads", "1", "--out", str(w / "repro")],
     lambda w: [], _reproduction, judge=True)
 
