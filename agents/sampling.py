@@ -3,10 +3,11 @@
 :func:`sample_completions` runs the task's vector env (``reward="none"``, autoreset
 DISABLED) with :func:`agents.rollout.collect_episodes`, batch after batch, with ONE
 ``torch.Generator`` seeded once: the same prompts, seed, batch size, limits and policy
-weights give the same completions as :func:`rlaif_gym.evaluate_cli.generate_completions`
-(same prompt rendering, stop tokens, temperature, token sampler).
+weights give the same completions (it is what ``rlaif-gym evaluate`` samples with, through
+:func:`rlaif_gym.pipelines.evaluate.generate_completions`, and what SFT measures before and
+after training).
 
-:meth:meth:`SampledCompletion.at_limit` cuts an episode to a smaller ``max_new_tokens = L``: the
+:meth:`SampledCompletion.at_limit` cuts an episode to a smaller ``max_new_tokens = L``: the
 first ``L`` tokens of an episode sampled with a larger limit have exactly the distribution
 of an episode sampled with limit ``L``, so one run at the largest limit answers "does it
 stop within 48 tokens? within 64?" for the same episodes (a paired comparison). The views of

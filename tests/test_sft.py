@@ -100,7 +100,7 @@ def test_split_never_uses_excluded_ids_and_is_seeded(tldr_records):
 
 
 def test_seeded_eval_ids_are_the_prompts_evaluate_samples(tldr_records):
-    from rlaif_gym.evaluate_cli import load_eval_prompts
+    from rlaif_gym.pipelines.evaluate import load_eval_prompts
 
     prompts, _ = load_eval_prompts("tldr", n=7, split="sample", seed=3)
     assert seeded_eval_ids(tldr_records, 7, seed=3) == [p.id for p in prompts]
@@ -124,7 +124,7 @@ def test_split_rejects_bad_held_out_choices(tldr_records, kwargs, match):
 
 
 def test_sampling_matches_rlaif_gym_evaluate_completions(tldr_records):
-    from rlaif_gym.evaluate_cli import PolicyRef, generate_completions
+    from rlaif_gym.pipelines.evaluate import PolicyRef, generate_completions
 
     prompts = list(tldr_records[:5])
     rows = generate_completions(PolicyRef("p", TINY, TINY), "tldr", prompts, max_new_tokens=12,

@@ -241,44 +241,18 @@ def generate_completions(policy: PolicyRef, task: str, prompts: Sequence[Any], *
         one dict per prompt, in order: ``index``, ``prompt_id``, ``completion``, ``tokens``,
         ``length_limit``.
     """
-    import gymnasium as gym
-    import torch
-    from gymnasium.vector import AutoresetMode
-
-    import rlaif_gym  # noqa: F401  (registers the env ids)
-    from agents.rollout import collect_episodes
-    from rlaif_gym.envs.registration import TASK_ENV_IDS
-    from rlaif_gym.models import load_causal_lm
+    from agents.sampling import sample_completions
+    from rlaif_gym.models import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(policy.model, dtype="float32", device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    envs: dict[int, Any] = {}
-    rows: list[dict[str, Any]] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            indices = list(range(start, min(start + batch_size, len(prompts))))
-            if len(indices) not in envs:
-                envs[len(indices)] = gym.make_vec(
-                    TASK_ENV_IDS[task], num_envs=len(indices),
-                    vectorization_mode="vector_entry_point",
-                    autoreset_mode=AutoresetMode.DISABLED, reward="none", policy=policy.model,
-                    prompts=list(prompts), max_prompt_tokens=max_prompt_tokens,
-                    max_new_tokens=max_new_tokens, vocab_size=int(model.config.vocab_size))
-            batch = collect_episodes(model, envs[len(indices)], temperature=temperature,
-                                     generator=generator, reset_options={"index": indices})
-            for k, index in enumerate(indices):
-                info = batch.final_infos[k]
-                limit = bool(info.get("length_limit", True))
-                n_tokens = len(batch.completion_ids[k]) - (0 if limit else 1)
-                rows.append({"index": index, "prompt_id": str(prompts[index].id),
-                             "completion": batch.completions[k], "tokens": int(n_tokens),
-                             "length_limit": limit})
-            if log is not None:
-                log(f"  {policy.name}: {len(rows)}/{len(prompts)} completions")
-    finally:
-        for env in envs.values():
-            env.close()
-    return rows
+    samples, _ = sample_completions(
+        model, load_tokenizer(policy.model), task, list(prompts),
+        max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+        temperature=temperature, seed=seed, batch_size=batch_size)
+    if log is not None:
+        log(f"  {policy.name}: {len(samples)} completions")
+    return [{"index": s.index, "prompt_id": s.prompt_id, "completion": s.text,
+             "tokens": int(s.body_ids.size), "length_limit": not s.stopped} for s in samples]
 
 
 def reference_completions(prompts: Sequence[Any], *, tokens_of: str) -> list[dict[str, Any]]:
