@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from agents.sampling import SampledCompletion, sample_completions
-from agents.sft_data import SFTExample, build_examples, split_records
+from agents.sft_data import SFTExample, build_examples, seeded_eval_ids, split_records
 from rewards.evaluation import copy_overlap, length_stats, proportion, rouge_l
 from rlaif_gym.data.records import PromptRecord
 from rlaif_gym.tasks import TASK_NAMES
@@ -99,6 +99,9 @@ class SFTConfig:
         exclude_ids: prompt ids never trained on nor held out: every evaluation prompt
             (e.g. :func:`agents.sft_data.seeded_eval_ids`, or reproduce's
             ``data/eval_ids.json``).
+        exclude_eval_n: also exclude the first N prompts of the ``seed`` permutation of the
+            split: the prompts ``rlaif-gym evaluate --n N --seed S`` evaluates on
+            (:func:`agents.sft_data.seeded_eval_ids`).
         heldout_ids: prompts held out for the held-out loss and sampling metrics; None: the
             first ``heldout_n`` of a seeded permutation of the non-excluded prompts.
         heldout_n: see ``heldout_ids`` (0: no held-out metrics).
@@ -141,6 +144,7 @@ class SFTConfig:
     split: str = "test"
     source: str = "auto"
     exclude_ids: Sequence[str] = ()
+    exclude_eval_n: int = 0
     heldout_ids: Sequence[str] | None = None
     heldout_n: int = 25
     max_train: int | None = None
@@ -188,6 +192,9 @@ class SFTConfig:
                      "train_last_layers"):
             if getattr(self, name) is not None:
                 _check_positive_int(name, getattr(self, name))
+        if isinstance(self.exclude_eval_n, bool) or not isinstance(self.exclude_eval_n, int) \
+                or self.exclude_eval_n < 0:
+            raise ValueError(f"exclude_eval_n must be an int >= 0, got {self.exclude_eval_n!r}")
         if isinstance(self.heldout_n, bool) or not isinstance(self.heldout_n, int) or \
                 self.heldout_n < 0:
             raise ValueError(f"heldout_n must be an int >= 0, got {self.heldout_n!r}")
@@ -580,10 +587,13 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
     records = get_task(config.task).load_prompts(split=config.split, data_dir=config.data_dir,
                                                  source=config.source)
     source = str(getattr(records, "source", ""))
-    split = split_records(records, exclude_ids=config.exclude_ids,
+    exclude = list(config.exclude_ids)
+    if config.exclude_eval_n:
+        exclude += seeded_eval_ids(records, config.exclude_eval_n, seed=config.seed)
+    split = split_records(records, exclude_ids=exclude,
                           heldout_ids=config.heldout_ids, heldout_n=config.heldout_n,
                           max_train=config.max_train, seed=config.seed)
-    if not config.exclude_ids:
+    if not exclude:
         logger.warning("exclude_ids is empty: SFT may train on prompts you later evaluate on")
     if split.excluded_missing:
         logger.warning("%d of %d exclude_ids are not in the %s data (%s)",

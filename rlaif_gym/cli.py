@@ -6,6 +6,7 @@ can call with the same options:
 ==============  ==================================================  =========================
 command         function                                            stage of the paper
 ==============  ==================================================  =========================
+sft             :func:`agents.sft.train_sft`                        the SFT start policy
 label           :func:`rlaif_gym.pipelines.label.label_to_file`     AI preference labels
 train-rm        :func:`rlaif_gym.pipelines.reward_models.train_rm`  reward model (RLAIF/RLHF)
 train           :func:`agents.train.train`                          RL (REINFORCE, KL)
@@ -182,6 +183,86 @@ def _judge_backend_values(args: argparse.Namespace) -> dict[str, Any]:
             "concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
             "deadline": args.deadline, "requests_per_minute": args.requests_per_minute,
             "tokens_per_minute": args.tokens_per_minute, "verdict_cache": args.verdict_cache}
+
+
+# =========================================================================== sft
+
+
+def _add_sft(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sft", help="fine-tune a policy on a task's references (the SFT start of RL)",
+        description="Supervised fine-tuning with TRL's SFTTrainer on the task's reference "
+                    "responses (TL;DR summaries, HH chosen turns), rendered as the envs "
+                    "render prompts, loss on the completion only. Never trains on the "
+                    "excluded (evaluation) prompts; reports held-out loss, the share of "
+                    "completions that end at EOS and their length against the references, "
+                    "before and after. OUT/policy loads with load_causal_lm.")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--policy", default=DEFAULT_POLICY, help="start policy (%(default)s)")
+    p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
+    p.add_argument("--split", default="test", help="prompt split (%(default)s)")
+    p.add_argument("--source", default="auto", choices=("auto", "local", "hub", "sample"))
+    p.add_argument("--exclude-eval-n", type=non_negative_int, default=0, metavar="N",
+                   help="never train on the N prompts `rlaif-gym evaluate --n N --seed SEED` "
+                        "evaluates on")
+    p.add_argument("--exclude-ids", default=None, metavar="IDS.json",
+                   help="never train on these prompt ids (a JSON list)")
+    p.add_argument("--heldout-n", type=non_negative_int, default=25,
+                   help="prompts held out for the held-out metrics (%(default)s)")
+    p.add_argument("--max-train", type=positive_int, default=None,
+                   help="train on at most N prompts (default: all that remain)")
+    p.add_argument("--train-last-layers", type=positive_int, default=None, metavar="N",
+                   help="fine-tune only the last N decoder blocks (default: all)")
+    p.add_argument("--epochs", type=positive_float, default=2.0)
+    p.add_argument("--lr", type=positive_float, default=5e-5)
+    p.add_argument("--batch-size", type=positive_int, default=2)
+    p.add_argument("--grad-accum", type=positive_int, default=4)
+    p.add_argument("--max-prompt-tokens", type=positive_int, default=384)
+    p.add_argument("--max-completion-tokens", type=positive_int, default=128)
+    p.add_argument("--eval-max-new-tokens", type=positive_int, nargs="+", default=[48, 64],
+                   help="episode limits the EOS share is reported at (%(default)s)")
+    p.add_argument("--temperature", type=positive_float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+    _threads_arg(p)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (never overwritten)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_sft, resume_hint="rerun with --resume to continue")
+
+
+def _run_sft(args: argparse.Namespace) -> int:
+    from agents.sft import SFTConfig, train_sft
+    from rlaif_gym.pipelines.evaluate import read_ids_json
+
+    try:
+        config = SFTConfig(
+            out_dir=args.out, task=args.task, policy=args.policy, data_dir=args.data_dir,
+            split=args.split, source=args.source,
+            exclude_ids=read_ids_json(args.exclude_ids) if args.exclude_ids else (),
+            exclude_eval_n=args.exclude_eval_n, heldout_n=args.heldout_n,
+            max_train=args.max_train, train_last_layers=args.train_last_layers,
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+            grad_accum=args.grad_accum, max_prompt_tokens=args.max_prompt_tokens,
+            max_completion_tokens=args.max_completion_tokens,
+            eval_max_new_tokens=tuple(args.eval_max_new_tokens),
+            temperature=args.temperature, seed=args.seed, threads=args.threads,
+            device=args.device, resume=args.resume, progress=not args.no_progress)
+        result = train_sft(config)
+    except ValueError as exc:  # SFTConfig's checks and the data split
+        raise UsageError(str(exc)) from exc
+    m = result.metrics
+    loss = m["heldout_loss"]
+    print(f"held-out loss ({loss['unit']}): {loss['before']} -> {loss['after']}")
+    for phase in ("before", "after"):
+        for key, entry in (m["samples"][phase] or {}).items():
+            print(f"{phase:6s} {key}: ends at EOS {entry['stop_rate']['rate']:.3f}, "
+                  f"{entry['length']['mean_tokens']:.1f} tokens, ROUGE-L "
+                  f"{(entry['rouge_l'] or {}).get('fmeasure')}")
+    if m.get("references"):
+        print(f"references: {m['references']['length']['mean_tokens']:.1f} tokens")
+    print(f"policy: {result.policy_dir}")
+    return 0
 
 
 # =========================================================================== label, alignment
@@ -792,7 +873,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 #: The subcommands in the order ``--help`` lists them: the paper's pipeline first.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-    _add_label, _add_train_rm, _add_train, _add_sample, _add_evaluate, _add_reproduce,
+    _add_sft, _add_label, _add_train_rm, _add_train, _add_sample, _add_evaluate,
+    _add_reproduce,
     _add_alignment, _add_eval_rm, _add_serve_reward, _add_demo,
 )
 
@@ -804,7 +886,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlaif-gym",
         description="RLAIF (Lee et al. 2023) as Gymnasium environments. The paper's pipeline: "
-                    "label -> train-rm -> train -> evaluate (or all of it: reproduce).")
+                    "sft -> label -> train-rm -> train -> evaluate (or all of it: "
+                    "reproduce).")
     parser.add_argument("--version", action="version", version=f"rlaif-gym {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:

@@ -371,3 +371,25 @@ def test_a_run_stopped_after_training_resumes_without_training_again(tmp_path, m
                                   resume=True))
     assert again.metrics["finished"]
     assert again.metrics["heldout_loss"] == first.metrics["heldout_loss"]
+
+
+def test_the_sft_command_trains_a_loadable_policy_and_never_an_evaluated_prompt(tmp_path,
+                                                                                capsys):
+    from agents.sft_data import seeded_eval_ids
+    from rlaif_gym.cli import main
+    from rlaif_gym.models import load_causal_lm
+    from rlaif_gym.tasks import get_task
+
+    out = tmp_path / "sft"
+    code = main(["sft", "--task", "tldr", "--policy", "tiny-random", "--source", "sample",
+                 "--exclude-eval-n", "5", "--heldout-n", "3", "--max-train", "6", "--epochs",
+                 "1", "--max-prompt-tokens", "200", "--eval-max-new-tokens", "4",
+                 "--threads", "1", "--no-progress", "--out", str(out)])
+    assert code == 0
+    assert "held-out loss" in capsys.readouterr().out
+    load_causal_lm(out / "policy")
+    evaluated = set(seeded_eval_ids(get_task("tldr").load_prompts(split="sample"), 5, seed=0))
+    split = json.loads((out / "split.json").read_text())
+    assert not evaluated & set(split["train_ids"] + split["heldout_ids"])
+    assert main(["sft", "--task", "tldr", "--policy", "tiny-random", "--source", "sample",
+                 "--out", str(out)]) == 2  # never overwritten
