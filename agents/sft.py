@@ -57,6 +57,7 @@ from agents.sampling import SampledCompletion, sample_completions
 from agents.sft_data import SFTExample, build_examples, seeded_eval_ids, split_records
 from rewards.evaluation import copy_overlap, length_stats, proportion, rouge_l
 from rlaif_gym.data.records import PromptRecord
+from rlaif_gym.files import read_json, write_json
 from rlaif_gym.tasks import TASK_NAMES
 
 __all__ = [
@@ -404,16 +405,6 @@ def plot_loss(log_history: Sequence[dict[str, Any]], out_png: str | os.PathLike,
 # =========================================================================== the run
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _prepare_out_dir(config: SFTConfig) -> tuple[Path, bool]:
     """Check ``out_dir``; returns ``(out, is_resume)``.
 
@@ -434,7 +425,7 @@ def _prepare_out_dir(config: SFTConfig) -> tuple[Path, bool]:
     if not (out / CONFIG_FILE).is_file():
         raise FileExistsError(f"{out} is not empty and holds no SFT run ({CONFIG_FILE} "
                               "missing); choose another out_dir")
-    saved = _read_json(out / CONFIG_FILE)
+    saved = read_json(out / CONFIG_FILE)
     current = config.to_json()
     changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
                      and current.get(k) != saved.get(k))
@@ -573,7 +564,7 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
     trl_config_cls, trainer_cls = _import_trl()
     out, resuming = _prepare_out_dir(config)
     if resuming and (out / METRICS_FILE).is_file() and (out / POLICY_DIR).is_dir():
-        metrics = _read_json(out / METRICS_FILE)
+        metrics = read_json(out / METRICS_FILE)
         if metrics.get("finished"):
             logger.info("%s holds a finished SFT run; nothing to do", out)
             return SFTResult(out_dir=out, policy_dir=out / POLICY_DIR, metrics=metrics)
@@ -607,9 +598,9 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
 
     out.mkdir(parents=True, exist_ok=True)
     if not resuming:
-        _write_json(out / CONFIG_FILE, config.to_json())
-        _write_json(out / SPLIT_FILE, split.to_json())
-    elif _read_json(out / SPLIT_FILE)["train_ids"] != [r.id for r in split.train]:
+        write_json(out / CONFIG_FILE, config.to_json())
+        write_json(out / SPLIT_FILE, split.to_json())
+    elif read_json(out / SPLIT_FILE)["train_ids"] != [r.id for r in split.train]:
         raise ValueError(f"the data changed since {out} was started (other training ids); "
                          "use another out_dir")
 
@@ -620,13 +611,13 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
     wall: dict[str, float] = {}
 
     # ---- the start policy
-    before = _read_json(out / BEFORE_FILE) if (out / BEFORE_FILE).is_file() else None
+    before = read_json(out / BEFORE_FILE) if (out / BEFORE_FILE).is_file() else None
     if before is None and config.eval_before and split.heldout:
         t0 = time.perf_counter()
         metrics, rows = _phase_metrics(model, tokenizer, config, split.heldout, held_ex, bf16,
                                        "before")
         before = {"metrics": metrics, "samples": rows}
-        _write_json(out / BEFORE_FILE, before)
+        write_json(out / BEFORE_FILE, before)
         wall["before_metrics"] = time.perf_counter() - t0
 
     # ---- training
@@ -658,7 +649,7 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
     )
     if resuming and (out / POLICY_DIR).is_dir() and (out / TRAIN_LOG_FILE).is_file():
         logger.info("resume: %s already holds the trained policy; measuring it", out)
-        train_log = _read_json(out / TRAIN_LOG_FILE)
+        train_log = read_json(out / TRAIN_LOG_FILE)
     else:
         last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
         if resuming and last is None:
@@ -674,7 +665,7 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
         trainer.save_model(str(tmp_policy))
         shutil.rmtree(out / POLICY_DIR, ignore_errors=True)
         os.replace(tmp_policy, out / POLICY_DIR)
-        _write_json(out / TRAIN_LOG_FILE, train_log)
+        write_json(out / TRAIN_LOG_FILE, train_log)
     wall["training"] = train_log["wall_s"]
     log_history, train_steps = train_log["log_history"], train_log["updates"]
     del trainer, model
@@ -738,7 +729,7 @@ def train_sft(config: SFTConfig, callbacks: Sequence[Any] = ()) -> SFTResult:
     plot_loss(metrics["log_history"], out / PLOT_FILE,
               title=f"SFT {config.policy} on {config.task}: {len(train_ex)} prompts, "
                     f"{config.epochs:g} epochs, lr {config.lr:g}")
-    _write_json(out / METRICS_FILE, metrics)
+    write_json(out / METRICS_FILE, metrics)
     if not config.keep_checkpoints:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     return SFTResult(out_dir=out, policy_dir=out / POLICY_DIR, metrics=metrics)

@@ -50,7 +50,7 @@ from rewards.judges.base import Judge
 from rewards.normalization import preference_from_logprobs
 from rewards.prompts import TEMPLATE_DIR, ChatPrompt, TemplateError
 from rlaif_gym.data.records import PreferencePair
-from rlaif_gym.stats import Rate, bootstrap_interval, proportion
+from rlaif_gym.stats import MeanCI, Rate, bootstrap_interval, bootstrap_mean_ci, proportion
 
 __all__ = [
     "EMPTY_RESPONSE",
@@ -494,64 +494,6 @@ def harmless_probabilities(
 # completions are to what people wrote) and the verbatim overlap of a completion with its
 # post (a reward-hacking check: a policy that learns to copy the post's first sentences can
 # please a judge while no longer summarizing).
-
-
-@dataclass(frozen=True)
-class MeanCI:
-    """A mean with its percentile-bootstrap confidence interval.
-
-    Attributes:
-        mean: the sample mean.
-        ci_low, ci_high: the ``level`` percentile bootstrap interval of the mean
-            (``ci_low <= mean <= ci_high``; both equal ``mean`` when ``n_bootstrap == 0``).
-        n: number of values (> 0). n_bootstrap: resamples. level: e.g. 0.95.
-    """
-
-    mean: float
-    ci_low: float
-    ci_high: float
-    n: int
-    n_bootstrap: int
-    level: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_bootstrap: int = 1000,
-                      seed: int = 0, level: float = 0.95) -> MeanCI:
-    """Mean of ``values`` with a percentile bootstrap interval (resampling the values with
-    replacement, ``numpy.random.default_rng(seed)``). For a paired comparison pass the
-    per-item differences.
-
-    Args:
-        values: ``(n,)`` finite numbers, ``n >= 1``.
-        n_bootstrap: resamples (0: no interval, ``ci_low == ci_high == mean``).
-        seed: bootstrap RNG seed. level: interval coverage in (0, 1).
-
-    Raises:
-        ValueError: no values, non-finite values, bad ``n_bootstrap`` or ``level``.
-    """
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size == 0:
-        raise ValueError("bootstrap_mean_ci needs at least one value")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("values must be finite")
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
-        raise ValueError(f"n_bootstrap must be an int >= 0, got {n_bootstrap!r}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    mean = float(arr.mean())
-    low = high = mean
-    if n_bootstrap:
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, arr.size, size=(n_bootstrap, arr.size))
-        means = arr[idx].mean(axis=1)
-        tail = (1.0 - level) / 2.0
-        low, high = (float(v) for v in np.quantile(means, [tail, 1.0 - tail]))
-        low, high = min(low, mean), max(high, mean)
-    return MeanCI(mean=mean, ci_low=low, ci_high=high, n=int(arr.size),
-                  n_bootstrap=n_bootstrap, level=level)
 
 
 def _check_text_pairs(texts: Sequence[str], others: Sequence[str], what: str) -> None:

@@ -9,13 +9,14 @@ differences). NumPy only: SciPy is not a dependency.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Z_95", "Rate", "bootstrap_interval", "pct", "proportion", "wilson_interval"]
+__all__ = ["Z_95", "MeanCI", "Rate", "bootstrap_interval", "bootstrap_mean_ci", "pct",
+           "proportion", "wilson_interval"]
 
 #: z value of a two-sided 95% normal interval.
 Z_95: float = 1.959963984540054
@@ -99,6 +100,64 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], float], n: int, *,
     values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_resamples)])
     low, high = np.quantile(values, [round((1 - level) / 2, 12), round((1 + level) / 2, 12)])
     return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class MeanCI:
+    """A mean with its percentile-bootstrap confidence interval.
+
+    Attributes:
+        mean: the sample mean.
+        ci_low, ci_high: the ``level`` percentile bootstrap interval of the mean
+            (``ci_low <= mean <= ci_high``; both equal ``mean`` when ``n_bootstrap == 0``).
+        n: number of values (> 0). n_bootstrap: resamples. level: e.g. 0.95.
+    """
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    n_bootstrap: int
+    level: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bootstrap_mean_ci(values: Sequence[float] | np.ndarray, *, n_bootstrap: int = 1000,
+                      seed: int = 0, level: float = 0.95) -> MeanCI:
+    """Mean of ``values`` with a percentile bootstrap interval (resampling the values with
+    replacement, ``numpy.random.default_rng(seed)``). For a paired comparison pass the
+    per-item differences.
+
+    Args:
+        values: ``(n,)`` finite numbers, ``n >= 1``.
+        n_bootstrap: resamples (0: no interval, ``ci_low == ci_high == mean``).
+        seed: bootstrap RNG seed. level: interval coverage in (0, 1).
+
+    Raises:
+        ValueError: no values, non-finite values, bad ``n_bootstrap`` or ``level``.
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    if arr.size == 0:
+        raise ValueError("bootstrap_mean_ci needs at least one value")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("values must be finite")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
+        raise ValueError(f"n_bootstrap must be an int >= 0, got {n_bootstrap!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    mean = float(arr.mean())
+    low = high = mean
+    if n_bootstrap:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, arr.size, size=(n_bootstrap, arr.size))
+        means = arr[idx].mean(axis=1)
+        tail = (1.0 - level) / 2.0
+        low, high = (float(v) for v in np.quantile(means, [tail, 1.0 - tail]))
+        low, high = min(low, mean), max(high, mean)
+    return MeanCI(mean=mean, ci_low=low, ci_high=high, n=int(arr.size),
+                  n_bootstrap=n_bootstrap, level=level)
 
 
 def pct(value: float | None, digits: int = 1) -> str:
