@@ -69,8 +69,10 @@ FULL: dict[str, Any] = {
 QUICK: dict[str, Any] = {
     "judge": SMALL_JUDGE,
     "direct_judge": SMALL_JUDGE,
-    "si_policy": SMALL_JUDGE,
-    "si_judge": SMALL_JUDGE,
+    # the self-improvement stages with the small policy as its own judge (a 0.5B SFT alone
+    # would take the quick run's whole budget on 2 cores)
+    "si_policy": DEFAULT_POLICY,
+    "si_judge": DEFAULT_POLICY,
     "tasks": TASKS,
     "seeds": (0, 1),
     "sft_train": 16,
