@@ -722,11 +722,11 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     sizes = p.add_argument_group("sizes (defaults: FULL / QUICK in "
                                  "rlaif_gym.pipelines.reproduce_plan)")
     for name in SIZE_KEYS:
-        kind = non_negative_int if name in ("bootstrap", "sft_last_layers", "sft_heldout") \
-            else positive_int
+        kind = non_negative_int if name in ("bootstrap", "sft_last_layers", "sft_heldout",
+                                            "rm_eval_pairs") else positive_int
+        zero = {"sft_last_layers": " (0: every layer)", "rm_eval_pairs": " (0: all)"}
         sizes.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
-                           help=f"full {FULL[name]}, quick {QUICK[name]}"
-                           + (" (0: every layer)" if name == "sft_last_layers" else ""))
+                           help=f"full {FULL[name]}, quick {QUICK[name]}" + zero.get(name, ""))
     p.add_argument("--test-fraction", type=fraction, default=None,
                    help="share of comparison contexts held out for RM accuracy (0.3)")
     p.add_argument("--sft-lr", type=positive_float, default=None, help="(5e-5)")

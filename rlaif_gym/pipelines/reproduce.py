@@ -175,6 +175,10 @@ def stage_data(config: ReproduceConfig, out: Path) -> dict[str, Any]:
         rng = np.random.default_rng(config.seed)
         chosen = [train_side[int(i)] for i in rng.permutation(len(train_side))
                   [:config.n_train_pairs]]
+        if config.rm_eval_pairs:  # a seeded subset of the held-out side, in file order
+            keep = sorted(int(i) for i in rng.permutation(len(test_side))
+                          [:config.rm_eval_pairs])
+            test_side = [test_side[i] for i in keep]
         write_jsonl(folder / "train_pairs.jsonl", [_pair_row(p, task) for p in chosen])
         write_jsonl(folder / "rm_pairs.jsonl", [_pair_row(p, task)
                                                 for p in chosen + test_side])

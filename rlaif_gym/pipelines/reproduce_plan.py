@@ -44,23 +44,24 @@ FULL: dict[str, Any] = {
     "si_judge": SMALL_JUDGE,
     "tasks": TASKS,
     "seeds": (0, 1, 2),
-    "sft_train": 240,
+    "sft_train": 128,
     "sft_heldout": 25,
-    "sft_epochs": 2,
-    "sft_last_layers": 0,
+    "sft_epochs": 1,
+    "sft_last_layers": 8,
     "rm_pool": 210,
-    "n_train_pairs": 120,
+    "n_train_pairs": 80,
+    "rm_eval_pairs": 0,
     "rm_epochs": 1,
     "rm_batch_size": 8,
-    "rm_max_length": 320,
-    "rl_steps": 16,
-    "hh_rl_steps": 8,
-    "si_rl_steps": 8,
+    "rm_max_length": 256,
+    "rl_steps": 12,
+    "hh_rl_steps": 6,
+    "si_rl_steps": 4,
     "rl_batch_size": 8,
     "max_new_tokens": 48,
     "max_prompt_tokens": 384,
     "eval_n": 200,
-    "eval_n_small": 64,
+    "eval_n_small": 50,
     "eval_batch_size": 16,
     "bootstrap": 1000,
 }
@@ -78,9 +79,10 @@ QUICK: dict[str, Any] = {
     "sft_train": 16,
     "sft_heldout": 4,
     "sft_epochs": 1,
-    "sft_last_layers": 0,
+    "sft_last_layers": 4,
     "rm_pool": 16,
     "n_train_pairs": 8,
+    "rm_eval_pairs": 16,
     "rm_epochs": 1,
     "rm_batch_size": 4,
     "rm_max_length": 256,
@@ -148,6 +150,7 @@ class ReproduceConfig:
     sft_lr: float = 5e-5
     rm_pool: int = FULL["rm_pool"]
     n_train_pairs: int = FULL["n_train_pairs"]
+    rm_eval_pairs: int = FULL["rm_eval_pairs"]
     rm_epochs: int = FULL["rm_epochs"]
     rm_batch_size: int = FULL["rm_batch_size"]
     rm_max_length: int = FULL["rm_max_length"]
@@ -186,7 +189,8 @@ class ReproduceConfig:
             raise ReproduceError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         for name in SIZE_KEYS:
             value = getattr(self, name)
-            low = 0 if name in ("bootstrap", "sft_last_layers", "sft_heldout") else 1
+            low = 0 if name in ("bootstrap", "sft_last_layers", "sft_heldout",
+                                "rm_eval_pairs") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ReproduceError(f"{name} must be an int >= {low}, got {value!r}")
 
