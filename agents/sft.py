@@ -466,8 +466,10 @@ def freeze_all_but_last_layers(model: torch.nn.Module, n_layers: int) -> tuple[i
     Returns:
         ``(trainable parameters, all parameters)``.
 
+    A model with ``n_layers`` blocks or fewer trains every block (and its final norm).
+
     Raises:
-        ValueError: the model has no ``layers``/``norm``, or fewer than ``n_layers`` blocks.
+        ValueError: the model has no ``layers``/``norm``.
     """
     base = model.get_decoder() if hasattr(model, "get_decoder") else None
     layers = getattr(base, "layers", None)
@@ -475,9 +477,7 @@ def freeze_all_but_last_layers(model: torch.nn.Module, n_layers: int) -> tuple[i
     if layers is None or norm is None:
         raise ValueError(f"train_last_layers: {type(model).__name__} has no decoder "
                          "layers/norm to select; use train_last_layers=None")
-    if n_layers > len(layers):
-        raise ValueError(f"train_last_layers={n_layers} but the model has {len(layers)} "
-                         "decoder blocks")
+    n_layers = min(n_layers, len(layers))
     model.requires_grad_(False)
     for module in [*layers[len(layers) - n_layers:], norm]:
         module.requires_grad_(True)
