@@ -2,7 +2,11 @@
 ``anchor="reference"``): the same SmolLM2 start, the same prompts, the same steps, the same
 judge; then each trained policy's win rate over the start policy, judged in both orders.
 
-Stages (each a separate command so the two training runs can go in parallel)::
+Both runs use the same trainer settings: B = 8 episodes per step, 4 prompts x k = 2 samples,
+the leave-one-out baseline (no value model: a run holds ~6 GB instead of ~9 GB, and two
+~9 GB runs did not fit next to the other jobs of this 24 GB machine).
+
+Stages (separate commands; run the two trainings one after the other)::
 
     python research/pairwise_vs_direct/run.py train --reward direct   --threads 1
     python research/pairwise_vs_direct/run.py train --reward pairwise --threads 1
@@ -47,8 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--judge", default="qwen2.5-coder-0.5b-instruct")
     p.add_argument("--judge-dtype", default="float32")
     p.add_argument("--policy", default="smollm2-135m-instruct")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--samples-per-prompt", type=int, default=2)
+    p.add_argument("--baseline", default="loo", choices=["value", "loo"])
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--max-prompt-tokens", type=int, default=384)
@@ -85,6 +91,7 @@ def train_stage(args: argparse.Namespace) -> None:
     config = TrainConfig(
         out_dir=str(out), reward=name, reward_options={**options, "dtype": args.judge_dtype},
         judge=args.judge, policy=args.policy, steps=args.steps, batch_size=args.batch_size,
+        samples_per_prompt=args.samples_per_prompt, baseline=args.baseline,
         lr=args.lr, max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
         split="test", data_dir=args.data_dir, seed=args.seed, threads=args.threads,
         checkpoint_every=args.steps, env_options={"prompts": train_records}, progress=False,
@@ -95,10 +102,20 @@ def train_stage(args: argparse.Namespace) -> None:
         f"[{args.reward}] step {step}: reward {row['reward']:+.3f} kl {row['kl']:.3f} "
         f"len {row['completion_length']:.1f} ({row['time']:.0f} s)", flush=True))
     print(f"[{args.reward}] {args.steps} steps in {time.time() - t0:.0f} s")
-    dest = HERE / args.reward
+    copy_outputs(out, HERE / args.reward)
+
+
+def copy_outputs(out: Path, dest: Path) -> None:
+    """The run's metrics, curves and config into ``dest``; the config's prompt records
+    (dataset text, never committed) are replaced by their ids."""
     dest.mkdir(exist_ok=True)
-    for name in ("metrics.csv", "curves.png", "config.json"):
+    for name in ("metrics.csv", "curves.png"):
         (dest / name).write_bytes((out / name).read_bytes())
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    prompts = config.get("env_options", {}).get("prompts")
+    if prompts is not None:
+        config["env_options"]["prompts"] = {"prompt_ids": [r["id"] for r in prompts]}
+    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def sample(policy_spec: str, records, args: argparse.Namespace) -> list[str]:
