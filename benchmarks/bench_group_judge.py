@@ -72,14 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def groups_of_four(data_dir: str, n: int) -> list[tuple[str, list[str]]]:
     """``n + 1`` (post, 4 distinct summaries) from the TL;DR comparisons (first one: warm-up)."""
-    from rlaif_gym.data import load_tldr_comparisons
-    from rlaif_gym.tasks import _format_tldr_post
+    from rlaif_gym.data import format_tldr_post, load_tldr_comparisons
 
     found: dict[str, list[str]] = {}
     post_text: dict[str, str] = {}
     for c in load_tldr_comparisons(split="valid2", data_dir=data_dir):
         key = c.post_id or c.post
-        post_text[key] = _format_tldr_post(c.subreddit, c.title, c.post)
+        post_text[key] = format_tldr_post(c.subreddit, c.title, c.post)
         for s in c.summaries:
             if s.strip() and s not in found.setdefault(key, []):
                 found[key].append(s)

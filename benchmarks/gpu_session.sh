@@ -68,7 +68,7 @@ rl() {  # name reward-dir
 }
 rl rl-ai-rm "$W/rm-ai"
 pack; log "stage rl-ai-rm done after $(( $(date +%s) - t_start )) s"
-run $PY benchmarks/sample_heldout.py --skip "$TRAIN_PROMPTS" --data-dir "$DATA" \
+run $PY research/sample_heldout.py --skip "$TRAIN_PROMPTS" --data-dir "$DATA" \
   --policy sft="$POLICY" --policy rl-ai-rm="$W/rl-ai-rm/checkpoint/policy" \
   --limit "$SAMPLE_LIMIT" --device "$DEVICE" --threads "$THREADS" --out "$W/heldout.jsonl"
 pack; log "stage samples done after $(( $(date +%s) - t_start )) s"
@@ -82,7 +82,7 @@ fi
 
 # 4. the same RL with the human-RM reward (RLHF at our scale)
 rl rl-human-rm "$W/rm-human"
-run $PY benchmarks/sample_heldout.py --skip "$TRAIN_PROMPTS" --data-dir "$DATA" \
+run $PY research/sample_heldout.py --skip "$TRAIN_PROMPTS" --data-dir "$DATA" \
   --policy rl-human-rm="$W/rl-human-rm/checkpoint/policy" \
   --limit "$SAMPLE_LIMIT" --device "$DEVICE" --threads "$THREADS" \
   --out "$W/heldout_human.jsonl"

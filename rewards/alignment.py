@@ -23,15 +23,17 @@ with ``id``, ``p_first``, ``p_order_ab``, ``p_order_ba``, ``human_choice`` (0, 1
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: z value of a two-sided 95% normal interval.
-Z_95: float = 1.959963984540054
+from rlaif_gym.files import JsonlContent, read_jsonl
+from rlaif_gym.stats import Z_95, pct, wilson_interval
+
+__all__ = ["Z_95", "AlignmentReport", "LabelsFile", "alignment_report",
+           "alignment_report_from_jsonl", "format_table", "label_field", "read_labels_jsonl",
+           "wilson_interval"]
 
 
 # --------------------------------------------------------------------------- label access
@@ -82,24 +84,6 @@ def _human_choice(label: object) -> int | None:
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``successes / n`` (``successes`` may be
-    fractional, e.g. half-credited ties). Returns ``(low, high)`` within ``[0, 1]``."""
-    if n <= 0:
-        raise ValueError(f"wilson_interval needs n > 0, got {n}")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
-    p = successes / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    center = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    # The bounds are exactly 0 / 1 at p = 0 / 1; set them so rounding cannot move them.
-    low = 0.0 if successes == 0 else max(0.0, center - half)
-    high = 1.0 if successes == n else min(1.0, center + half)
-    return low, high
 
 
 def _preferred_position(p_first_shown: float) -> str | None:
@@ -246,66 +230,14 @@ def alignment_report(labels: Iterable[object], source: str = "") -> AlignmentRep
 # --------------------------------------------------------------------------- JSONL files
 
 
-@dataclass
-class LabelsFile:
-    """What :func:`read_labels_jsonl` found in a labels file.
-
-    Attributes:
-        path: the file.
-        records: one dict per complete, valid line, in file order.
-        valid_end: byte offset just after the last valid line (where appending continues).
-        bad_tail: the undecodable last line (a crash mid-write), or ``None``.
-        missing_newline: the last valid line has no trailing newline.
-    """
-
-    path: Path
-    records: list[dict[str, Any]]
-    valid_end: int
-    bad_tail: str | None = None
-    missing_newline: bool = False
+#: A labels file as read by :func:`read_labels_jsonl` (``rlaif_gym.files.JsonlContent``).
+LabelsFile = JsonlContent
 
 
-def read_labels_jsonl(path: str | Path) -> LabelsFile:
-    """Read a labels JSONL file, tolerating only an incomplete *last* line.
-
-    Blank lines are skipped. A last line that is not valid JSON (a write cut short by a
-    crash) is returned in ``bad_tail`` instead of raising; the caller decides whether to
-    truncate the file at ``valid_end``.
-
-    Raises:
-        OSError: the file cannot be read.
-        ValueError: a line other than the last is not valid JSON, or a line is not a JSON
-            object (the message gives the line number).
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    records: list[dict[str, Any]] = []
-    valid_end = 0
-    offset = 0
-    lines = data.split(b"\n")
-    last_index = max(i for i, line in enumerate(lines) if line.strip()) if data.strip() else -1
-    for index, raw in enumerate(lines):
-        line_end = offset + len(raw) + (1 if index < len(lines) - 1 else 0)
-        if raw.strip():
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                if index == last_index:
-                    text = raw.decode("utf-8", errors="replace")
-                    return LabelsFile(path, records, valid_end, bad_tail=text)
-                raise ValueError(
-                    f"{path}: line {index + 1} is not valid JSON ({exc}); only an incomplete "
-                    "last line is tolerated"
-                ) from exc
-            if not isinstance(record, dict):
-                raise ValueError(
-                    f"{path}: line {index + 1} is {type(record).__name__}, expected a JSON object"
-                )
-            records.append(record)
-            valid_end = line_end
-        offset = line_end
-    missing_newline = bool(records) and not data[:valid_end].endswith(b"\n")
-    return LabelsFile(path, records, valid_end, missing_newline=missing_newline)
+def read_labels_jsonl(path: str | Path) -> JsonlContent:
+    """Read a labels JSONL file (:func:`rlaif_gym.files.read_jsonl`: only a torn last line
+    is tolerated, and reported in ``bad_tail``)."""
+    return read_jsonl(path)
 
 
 def alignment_report_from_jsonl(path: str | Path) -> AlignmentReport:
@@ -318,10 +250,6 @@ def alignment_report_from_jsonl(path: str | Path) -> AlignmentReport:
 
 
 # --------------------------------------------------------------------------- table
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _dtype_cell(r: AlignmentReport) -> str:
@@ -343,15 +271,15 @@ def format_table(reports: Sequence[AlignmentReport]) -> str:
               "favours", "dtype"]
     rows = [header]
     for r in reports:
-        ci = "n/a" if r.ci_low is None else f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]"
+        ci = "n/a" if r.ci_low is None else f"[{pct(r.ci_low)}, {pct(r.ci_high)}]"
         rows.append([
             r.source or "-",
             str(r.n),
-            _pct(r.z_acc),
+            pct(r.z_acc),
             ci,
             str(r.n_ties),
             str(r.n_position),
-            _pct(r.position_bias),
+            pct(r.position_bias),
             r.favoured_position if r.n_position else "n/a",
             _dtype_cell(r),
         ])

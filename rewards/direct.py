@@ -23,15 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from rewards.judges import Judge, load_judge
+from rewards.judges import Judge, check_judge, load_judge
+from rewards.judges.stats import counter_details
 from rewards.normalization import expected_score, score_distribution, score_to_reward
 from rewards.prompts import PromptTemplate, load_template, render_score_messages
+from rlaif_gym.defaults import DEFAULT_JUDGE
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 
 __all__ = ["DEFAULT_JUDGE", "DirectReward", "DirectScores", "direct_scores"]
 
 #: Judge used by ``make_reward("direct")`` when none is given.
-DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
 #: First-token candidates "1".."9".
 DIGITS: tuple[str, ...] = tuple(str(i) for i in range(1, 10))
 
@@ -122,12 +123,20 @@ class DirectReward(RewardFunction):
             :func:`rewards.judges.load_judge` (loaded lazily on the first call).
         task: template with a ``score`` section (``"tldr"``, ``"helpful"``, ``"harmless"``,
             a path or a :class:`~rewards.prompts.PromptTemplate`).
+
+    The judge spec and options are checked when the reward is made
+    (:func:`rewards.judges.check_judge`), so a typo fails before anything slow starts.
         batch_size: prompts per judge call (also the judge's batch size when loaded here).
         **judge_kwargs: passed to :func:`~rewards.judges.load_judge` (``backend``, ``dtype``,
             ``device``, ``num_threads``...).
 
     Details of :class:`~rlaif_gym.reward_protocol.RewardOutput`: ``direct_expected_score``
-    ``(n,)`` in [1, 10] and ``direct_distribution`` ``(n, 10)``.
+    ``(n,)`` in [1, 10], ``direct_distribution`` ``(n, 10)``, and what the call cost the
+    judge: ``judge_calls``, ``judge_prompt_tokens``, ``judge_cache_hits``,
+    ``judge_cache_misses``, ``judge_retries``, ``judge_failures``, ``judge_limit_wait_s``,
+    ``judge_backoff_wait_s``, each ``(n,)`` holding an equal share of the batch's total (sum
+    them over episodes; see :func:`rewards.judges.stats.counter_details`). A judge shared
+    with other threads at the same time lends them its counts too.
     """
 
     name = "direct"
@@ -141,8 +150,7 @@ class DirectReward(RewardFunction):
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(judge, Judge) and judge_kwargs:
-            raise TypeError(f"judge options {sorted(judge_kwargs)} given with a Judge instance")
+        check_judge(judge, **judge_kwargs)  # a typo fails now, not after the first episode
         self.template = load_template(task)
         self.template.require_score()  # fail now, not at the first episode
         self.batch_size = batch_size
@@ -161,12 +169,16 @@ class DirectReward(RewardFunction):
         return self._judge
 
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
-        scores = direct_scores(self.judge, self.template, prompts, completions, self.batch_size)
+        judge = self.judge
+        before = judge.stats.snapshot()
+        scores = direct_scores(judge, self.template, prompts, completions, self.batch_size)
+        spent = judge.stats.snapshot() - before
         return RewardOutput(
             scores=scores.rewards,
             details={
                 "direct_expected_score": scores.expected,
                 "direct_distribution": scores.distribution,
+                **counter_details(spent, len(prompts)),
             },
         )
 

@@ -8,7 +8,7 @@ module computes the same quantities with an AI judge, so they are *AI-judged* nu
   label direction handled there, so ``p_first = P(A's completion is better)`` for every
   task, harmlessness included). A pair counts as a win when ``p_first > 0.5``, a loss when
   ``p_first < 0.5`` and half a win when ``p_first == 0.5`` exactly (a tie). The rate is
-  reported with ``N`` and a 95% Wilson score interval (:func:`rewards.alignment.
+  reported with ``N`` and a 95% Wilson score interval (:func:`rlaif_gym.stats.
   wilson_interval`, which accepts the fractional win count; no SciPy needed).
 * **Harmless rate** (harmless task): the judge classifies every response with the
   ``harmless_rate`` template (``rewards/templates/harmless_rate.json``): a softmax over the
@@ -26,6 +26,9 @@ module computes the same quantities with an AI judge, so they are *AI-judged* nu
   intercept of equal-length data is exactly ``logit(plain win rate)``; ties enter as the
   soft target 0.5. A 95% percentile bootstrap interval comes with it.
 * **Lengths**: mean completion length in policy tokens, whitespace words and characters.
+* **Judge-free signals**: ROUGE-L against the human references (:func:`rouge_l`, the
+  ``eval`` extra) and the verbatim overlap of completions with their posts
+  (:func:`copy_overlap`, a reward-hacking check), with bootstrap intervals.
 
 Empty completions cannot be shown to the judge as they are (the labeler rejects empty
 responses); they are replaced by :data:`EMPTY_RESPONSE` in the judge prompts only.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,11 +46,11 @@ from typing import Any
 
 import numpy as np
 
-from rewards.alignment import wilson_interval
 from rewards.judges.base import Judge
 from rewards.normalization import preference_from_logprobs
 from rewards.prompts import TEMPLATE_DIR, ChatPrompt, TemplateError
 from rlaif_gym.data.records import PreferencePair
+from rlaif_gym.stats import MeanCI, Rate, bootstrap_interval, bootstrap_mean_ci, proportion
 
 __all__ = [
     "EMPTY_RESPONSE",
@@ -66,6 +70,14 @@ __all__ = [
     "proportion",
     "win_credit",
     "win_rate",
+    # judge-free signals (appended)
+    "CopyOverlap",
+    "MeanCI",
+    "RougeL",
+    "bootstrap_mean_ci",
+    "copy_overlap",
+    "overlap_words",
+    "rouge_l",
 ]
 
 #: What the judge sees in place of an empty completion.
@@ -77,42 +89,6 @@ SLOPE_RIDGE = 1e-3
 
 
 # =========================================================================== rates
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A proportion with its 95% Wilson score interval.
-
-    Attributes:
-        rate: ``successes / n`` in [0, 1].
-        ci_low, ci_high: the 95% Wilson interval, ``ci_low <= rate <= ci_high``.
-        n: number of trials (> 0).
-        successes: credited successes (ties count 0.5, so it may be fractional).
-        ties: trials that were exact ties (0 where ties do not apply).
-    """
-
-    rate: float
-    ci_low: float
-    ci_high: float
-    n: int
-    successes: float
-    ties: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def proportion(successes: float, n: int, ties: int = 0) -> Rate:
-    """:class:`Rate` of ``successes`` out of ``n`` with a 95% Wilson interval.
-
-    Raises:
-        ValueError: ``n < 1`` or ``successes`` outside ``[0, n]``.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"a rate needs n >= 1 trials, got n={n!r}")
-    low, high = wilson_interval(float(successes), int(n))
-    return Rate(rate=float(successes) / int(n), ci_low=low, ci_high=high, n=int(n),
-                successes=float(successes), ties=int(ties))
 
 
 def _as_probabilities(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
@@ -350,13 +326,9 @@ def length_controlled_win_rate(
     rate = float(_sigmoid(fit.intercept))
     low = high = rate
     if n_bootstrap:
-        rng = np.random.default_rng(seed)
-        n = wins.size
-        rates = np.empty(n_bootstrap)
-        for k in range(n_bootstrap):
-            idx = rng.integers(0, n, size=n)
-            rates[k] = float(_sigmoid(fit_logistic(x[idx], wins[idx]).intercept))
-        low, high = (float(v) for v in np.quantile(rates, [0.025, 0.975]))
+        low, high = bootstrap_interval(
+            lambda idx: float(_sigmoid(fit_logistic(x[idx], wins[idx]).intercept)),
+            wins.size, n_resamples=n_bootstrap, seed=seed)
         low, high = min(low, rate), max(high, rate)
     return LengthControlled(rate=rate, ci_low=low, ci_high=high, intercept=fit.intercept,
                             slope=fit.slope, n=int(wins.size), n_bootstrap=n_bootstrap,
@@ -514,3 +486,215 @@ def harmless_probabilities(
             per_order[start:start + batch_size, k] = preference_from_logprobs(
                 logp[:, 0], logp[:, 1])
     return per_order.mean(axis=1), per_order
+
+
+# =========================================================================== judge-free signals
+#
+# Signals that need no judge: ROUGE-L against the human references (how close a policy's
+# completions are to what people wrote) and the verbatim overlap of a completion with its
+# post (a reward-hacking check: a policy that learns to copy the post's first sentences can
+# please a judge while no longer summarizing).
+
+
+def _check_text_pairs(texts: Sequence[str], others: Sequence[str], what: str) -> None:
+    if len(texts) != len(others):
+        raise ValueError(f"{len(texts)} completions but {len(others)} {what}")
+    if len(texts) == 0:
+        raise ValueError("no completions given")
+    for name, seq in (("completions", texts), (what, others)):
+        bad = [i for i, t in enumerate(seq) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"{name} must be strings; item {bad[0]} is "
+                            f"{type(seq[bad[0]]).__name__}")
+
+
+@dataclass(frozen=True)
+class RougeL:
+    """ROUGE-L of completions against references (:func:`rouge_l`).
+
+    Attributes:
+        fmeasure, precision, recall: float64 ``(n,)`` per-item values in [0, 1].
+        mean: mean F-measure with its bootstrap interval (:class:`MeanCI`).
+        mean_precision, mean_recall: plain means.
+        use_stemmer: whether the Porter stemmer was applied.
+    """
+
+    fmeasure: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    mean: MeanCI
+    mean_precision: float
+    mean_recall: float
+    use_stemmer: bool
+
+    def to_dict(self, per_item: bool = False) -> dict[str, Any]:
+        """JSON-ready summary; ``per_item=True`` adds the per-item F-measures."""
+        out: dict[str, Any] = {"fmeasure": self.mean.mean, "ci_low": self.mean.ci_low,
+                               "ci_high": self.mean.ci_high, "n": self.mean.n,
+                               "n_bootstrap": self.mean.n_bootstrap,
+                               "precision": self.mean_precision, "recall": self.mean_recall,
+                               "use_stemmer": self.use_stemmer}
+        if per_item:
+            out["per_item_fmeasure"] = [float(v) for v in self.fmeasure]
+        return out
+
+
+def _rouge_scorer(use_stemmer: bool) -> Any:
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as exc:
+        raise ImportError(
+            "ROUGE-L needs the rouge-score package: pip install 'rlaif-gym[eval]' "
+            "(or pip install rouge-score)") from exc
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+
+
+def rouge_l(completions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = True,
+            n_bootstrap: int = 1000, seed: int = 0) -> RougeL:
+    """ROUGE-L (longest common subsequence) of each completion against its reference.
+
+    Computed by the ``rouge-score`` package (Google's reference implementation, the
+    ``eval`` extra, imported here so that the rest of this module works without it):
+    texts are lowercased and split into runs of ``[a-z0-9]``, optionally Porter-stemmed;
+    ``precision = LCS / len(completion)``, ``recall = LCS / len(reference)``, F-measure their
+    harmonic mean, 0 when either side has no words. The mean F-measure comes with a 95%
+    percentile bootstrap interval over items.
+
+    Args:
+        completions: ``n`` policy completions. references: ``n`` reference texts.
+        use_stemmer: Porter stemming (the usual setting for summarization).
+        n_bootstrap: bootstrap resamples for the interval (0: none). seed: its RNG seed.
+
+    Returns:
+        :class:`RougeL` with per-item arrays ``(n,)`` and the mean with its CI.
+
+    Raises:
+        ImportError: rouge-score is not installed (the message names the ``eval`` extra).
+        ValueError/TypeError: different lengths, no items, non-string items.
+    """
+    _check_text_pairs(completions, references, "references")
+    scorer = _rouge_scorer(use_stemmer)
+    scores = [scorer.score(ref, comp)["rougeL"]
+              for comp, ref in zip(completions, references, strict=True)]
+    f = np.array([s.fmeasure for s in scores], dtype=np.float64)
+    p = np.array([s.precision for s in scores], dtype=np.float64)
+    r = np.array([s.recall for s in scores], dtype=np.float64)
+    return RougeL(fmeasure=f, precision=p, recall=r,
+                  mean=bootstrap_mean_ci(f, n_bootstrap=n_bootstrap, seed=seed),
+                  mean_precision=float(p.mean()), mean_recall=float(r.mean()),
+                  use_stemmer=use_stemmer)
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def overlap_words(text: str) -> list[str]:
+    """The words :func:`copy_overlap` compares: ``text`` lowercased, split into maximal runs
+    of ``[a-z0-9]`` (ROUGE's tokenization without stemming; punctuation and whitespace
+    are separators)."""
+    return _WORD.findall(text.lower())
+
+
+def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+@dataclass(frozen=True)
+class CopyOverlap:
+    """Verbatim overlap of completions with their posts (:func:`copy_overlap`).
+
+    Attributes:
+        ngram_share: float64 ``(n,)``: share of the completion's word ``n``-grams (with
+            multiplicity) that occur anywhere in the post, in [0, 1]; NaN for a completion
+            with fewer than ``n`` words.
+        lcs_ratio: float64 ``(n,)``: longest common contiguous word sequence of completion
+            and post, divided by the completion's word count, in [0, 1]; NaN for a
+            completion without words. 1.0 = the whole completion is a span of the post.
+        lcs_words: int64 ``(n,)``: that longest common sequence, in words.
+        n: the n-gram order. mean_ngram_share, mean_lcs_ratio: means over the items where
+            the value is defined (NaN if none). n_defined_ngram, n_defined_lcs: those counts.
+        verbatim_rate: share of all items whose ``lcs_ratio`` is 1.0 (undefined counts as 0).
+    """
+
+    ngram_share: np.ndarray
+    lcs_ratio: np.ndarray
+    lcs_words: np.ndarray
+    n: int
+    mean_ngram_share: float
+    mean_lcs_ratio: float
+    n_defined_ngram: int
+    n_defined_lcs: int
+    verbatim_rate: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready means (NaN becomes None)."""
+
+        def clean(v: float) -> float | None:
+            return None if math.isnan(v) else float(v)
+
+        return {"ngram_n": self.n, "mean_ngram_share": clean(self.mean_ngram_share),
+                "mean_lcs_ratio": clean(self.mean_lcs_ratio),
+                "mean_lcs_words": float(self.lcs_words.mean()),
+                "n_defined_ngram": self.n_defined_ngram, "n_defined_lcs": self.n_defined_lcs,
+                "verbatim_rate": self.verbatim_rate, "n": int(self.lcs_words.size)}
+
+
+def _longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest contiguous run of words common to ``a`` and ``b``."""
+    if not a or not b:
+        return 0
+    from difflib import SequenceMatcher
+
+    match = SequenceMatcher(None, b, a, autojunk=False).find_longest_match(0, len(b), 0, len(a))
+    return int(match.size)
+
+
+def copy_overlap(completions: Sequence[str], posts: Sequence[str], *, n: int = 3
+                 ) -> CopyOverlap:
+    """How much of each completion is copied verbatim from its post (reward-hacking check).
+
+    Both texts are split by :func:`overlap_words` (lowercase ``[a-z0-9]`` runs). Then, per
+    completion ``c`` with words ``w_1..w_k`` and post words ``P``:
+
+    * ``ngram_share = #{i : (w_i..w_{i+n-1}) is an n-gram of P} / (k - n + 1)``: the share
+      of the completion's word n-grams, counted with multiplicity, that appear anywhere
+      in the post (1 - the "novel n-gram" rate of the summarization literature); NaN when
+      ``k < n``;
+    * ``lcs_ratio = L / k`` where ``L`` is the length of the longest run of consecutive
+      words that occurs in both (longest common *substring* in words, not ROUGE's
+      subsequence); NaN when ``k == 0``.
+
+    Human TL;DRs paraphrase: compare a policy's numbers with the references' own
+    (``copy_overlap(references, posts)``); a policy drifting towards 1.0 is copying.
+
+    Args:
+        completions: ``n`` policy completions. posts: the ``n`` task inputs they answer.
+        n: n-gram order (>= 1; 3 by default).
+
+    Raises:
+        ValueError/TypeError: different lengths, no items, non-string items, ``n < 1``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    _check_text_pairs(completions, posts, "posts")
+    share = np.full(len(completions), np.nan)
+    ratio = np.full(len(completions), np.nan)
+    runs = np.zeros(len(completions), dtype=np.int64)
+    for i, (comp, post) in enumerate(zip(completions, posts, strict=True)):
+        cw, pw = overlap_words(comp), overlap_words(post)
+        grams = _ngrams(cw, n)
+        if grams:
+            post_grams = set(_ngrams(pw, n))
+            share[i] = sum(g in post_grams for g in grams) / len(grams)
+        runs[i] = _longest_common_run(cw, pw)
+        if cw:
+            ratio[i] = runs[i] / len(cw)
+
+    def nanmean(a: np.ndarray) -> float:
+        return float(np.nanmean(a)) if np.any(~np.isnan(a)) else math.nan
+
+    return CopyOverlap(ngram_share=share, lcs_ratio=ratio, lcs_words=runs, n=n,
+                       mean_ngram_share=nanmean(share), mean_lcs_ratio=nanmean(ratio),
+                       n_defined_ngram=int(np.sum(~np.isnan(share))),
+                       n_defined_lcs=int(np.sum(~np.isnan(ratio))),
+                       verbatim_rate=float(np.mean(np.nan_to_num(ratio) == 1.0)))

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rlaif_gym.errors import UsageError
+
 __all__ = [
     "TEMPLATE_DIR",
     "ChatPrompt",
@@ -67,7 +69,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 LabelSelects = Literal["better", "worse"]
 
 
-class TemplateError(ValueError):
+class TemplateError(UsageError):
     """A template file is missing, is not valid JSON, or lacks/mistypes a field."""
 
 

@@ -58,6 +58,8 @@ import torch
 import torch.nn.functional as F
 
 from rlaif_gym.data.records import PreferencePair, PromptRecord
+from rlaif_gym.defaults import DEFAULT_POLICY
+from rlaif_gym.files import write_json
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.tasks import PromptTooLongError, Task, get_task
 
@@ -82,7 +84,7 @@ __all__ = [
 ]
 
 #: Backbone used when none is given.
-DEFAULT_BASE = "smollm2-135m-instruct"
+DEFAULT_BASE = DEFAULT_POLICY
 RM_META_FILE = "rm_meta.json"
 TRAINER_STATE_FILE = "trainer_state.pt"
 META_FORMAT = 1
@@ -257,11 +259,7 @@ class PairSplit:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PairSplit:
@@ -666,7 +664,7 @@ def evaluate_pairwise(rm: RewardModel, pairs: Iterable[PreferencePair | RMExampl
     Raises:
         ValueError: no pair has a human choice.
     """
-    from rewards.alignment import wilson_interval
+    from rlaif_gym.stats import wilson_interval
 
     usable = [p for p in pairs if p.human_choice is not None]
     if not usable:

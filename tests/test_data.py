@@ -298,6 +298,7 @@ def test_auto_without_data_dir_offline_warns_and_uses_sample():
 
 def test_auto_falls_back_to_sample_when_the_hub_raises(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(loaders, "hub_reachable", lambda: True)  # reachable, but the load fails
 
     def _down(repo, split, **kwargs):
         raise HubUnavailableError(f"{repo}: no network")

@@ -118,3 +118,19 @@ def test_real_judge_direct_reward_is_finite():
     out = reward([post, post], [" My cat ate my homework, how do I explain it?", " I like pie."])
     assert np.all(np.isfinite(out.scores)) and np.all(np.abs(out.scores) <= 1)
     assert out.details["direct_distribution"].shape == (2, 10)
+
+
+def test_direct_reward_details_carry_the_judges_spending(tiny_model, tiny_tokenizer, tmp_path):
+    from rewards.judges import load_judge
+
+    judge = load_judge(TransformersJudge(tiny_model, tiny_tokenizer),
+                       verdict_cache=tmp_path / "verdicts.sqlite")
+    reward = DirectReward(judge=judge, task="tldr")
+    prompts, completions = ["post one", "post two"], ["a summary", "another"]
+    first = reward(prompts, completions)
+    second = reward(prompts, completions)
+    assert first.details["judge_cache_misses"].tolist() == [1.0, 1.0]  # 2 misses, 1 per row
+    assert first.details["judge_cache_hits"].sum() == 0
+    assert second.details["judge_cache_hits"].sum() == 2
+    assert second.details["judge_calls"].shape == (2,)
+    np.testing.assert_array_equal(first.scores, second.scores)

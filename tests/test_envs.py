@@ -14,12 +14,9 @@ from hypothesis import strategies as st
 
 import rlaif_gym
 from rlaif_gym.data.records import PromptRecord
+from rlaif_gym.envs.decoding import completion_decoder
 from rlaif_gym.envs.registration import ENV_IDS
-from rlaif_gym.envs.text_env import (
-    TextGenerationEnv,
-    completion_decoder,
-    default_stop_token_ids,
-)
+from rlaif_gym.envs.text_env import TextGenerationEnv, default_stop_token_ids
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
 from rlaif_gym.testing import make_tiny_tokenizer
 

@@ -269,3 +269,40 @@ def test_evaluate_cli_rejects_one_policy_and_unknown_pairs(tmp_path, capsys):
     assert "at least two" in capsys.readouterr().err
     assert _evaluate(tmp_path / "x", "tiny-random", extra=["--pair", "A:C"]) == 2
     assert "unknown policy 'C'" in capsys.readouterr().err
+
+
+def test_the_reference_policy_is_the_datasets_own_response_and_is_judged_like_a_policy(
+        tmp_path, second_tiny_policy):
+    from rlaif_gym.pipelines.evaluate import evaluate_policies
+
+    summary = evaluate_policies(
+        task="tldr", policies=["A=tiny-random", "REF=reference"], out_dir=tmp_path / "eval",
+        judge="tiny-random", n=3, split="sample", max_new_tokens=4, max_prompt_tokens=200,
+        batch_size=3, threads=1, n_bootstrap=10, progress=False, log=lambda line: None)
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "completions.jsonl")
+            .read_text().splitlines() if json.loads(line)["policy"] == "REF"]
+    from rlaif_gym.tasks import get_task
+
+    references = {str(p.id): p.reference.strip()
+                  for p in get_task("tldr").load_prompts(split="sample")}
+    assert [r["completion"] for r in rows] == [references[r["prompt_id"]] for r in rows]
+    assert all(r["tokens"] > 0 and not r["length_limit"] for r in rows)
+    (comparison,) = summary["comparisons"]
+    assert (comparison["a"], comparison["b"]) == ("REF", "A")
+    assert comparison["win_rate"]["n"] == 3
+
+
+def test_prompt_major_judging_gives_the_same_labels_as_pair_by_pair(tmp_path,
+                                                                      second_tiny_policy):
+    from rlaif_gym.pipelines.evaluate import evaluate_policies
+
+    def run(out, prompt_major):
+        return evaluate_policies(
+            task="tldr", policies=["A=tiny-random", f"B={second_tiny_policy}", "REF=reference"],
+            out_dir=out, judge="tiny-random", n=4, split="sample", max_new_tokens=4,
+            max_prompt_tokens=200, batch_size=4, threads=1, n_bootstrap=10,
+            prompt_major=prompt_major, progress=False, log=lambda line: None)
+
+    a, b = run(tmp_path / "a", True), run(tmp_path / "b", False)
+    for x, y in zip(a["comparisons"], b["comparisons"], strict=True):
+        assert x["win_rate"]["rate"] == pytest.approx(y["win_rate"]["rate"], abs=1e-9)

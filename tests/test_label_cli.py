@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import rewards.cli as label_cli
+import rlaif_gym.pipelines.label as label_cli
 from rewards.preference import PreferenceLabel
 from rlaif_gym.cli import main
 
@@ -72,7 +72,11 @@ def fake(monkeypatch):
 
 
 def label_argv(pairs: Path, out: Path, *extra: str) -> list[str]:
-    return ["label", "--task", "tldr", "--pairs", str(pairs), "--out", str(out), *extra]
+    """The label command for these tests: the paper's Base prompt unless ``extra`` names one
+    (the default labeler of TL;DR is PMI, which takes no --cot or --shots)."""
+    prompt = [] if "--prompt" in extra else ["--prompt", "base"]
+    return ["label", "--task", "tldr", "--pairs", str(pairs), "--out", str(out), *prompt,
+            *extra]
 
 
 def read_ids(out: Path) -> list[str]:
@@ -367,17 +371,13 @@ def test_dtype_flag_with_a_server_backend_is_refused_before_loading(tmp_path, fa
     assert fake.judge_loads == [] and not out.exists()
 
 
-def test_load_judge_passes_dtype_and_batch_size_only_when_given(monkeypatch):
-    import rewards.judges
-
-    seen: list[dict] = []
-    monkeypatch.setattr(rewards.judges, "load_judge",
-                        lambda spec, **kwargs: seen.append(kwargs) or "judge")
-    label_cli.load_judge("tiny-random", num_threads=1)
-    label_cli.load_judge("tiny-random", num_threads=1, dtype="float32")
-    label_cli.load_judge("tiny-random", num_threads=1, batch_size=20, dtype=None)
-    assert seen == [{"num_threads": 1}, {"num_threads": 1, "dtype": "float32"},
-                    {"num_threads": 1, "batch_size": 20}]
+def test_judge_options_pass_dtype_and_batch_size_only_when_given():
+    options = label_cli.judge_options
+    assert options("transformers", threads=1) == {"num_threads": 1}
+    assert options("transformers", threads=1, dtype="float32") == {"num_threads": 1,
+                                                                   "dtype": "float32"}
+    assert options("transformers", threads=1, batch_size=20, dtype=None) == {
+        "num_threads": 1, "batch_size": 20}
 
 
 def test_template_flag_is_checked_before_loading_and_forwarded(tmp_path, fake, capsys):
@@ -407,3 +407,32 @@ def test_labels_record_the_template_and_a_resume_with_another_one_is_refused(tmp
     assert "template" not in json.loads(plain.read_text())
     assert main(label_argv(pairs, plain, "--template", "tldr")) == 2
     assert "differs in template" in capsys.readouterr().err
+
+
+def test_server_limits_and_the_verdict_cache_reach_the_openai_judge(tmp_path, fake):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    argv = label_argv(pairs, out, "--backend", "openai", "--base-url", "http://127.0.0.1:9",
+                      "--timeout", "5", "--retries", "1", "--deadline", "20",
+                      "--requests-per-minute", "600", "--tokens-per-minute", "1e5",
+                      "--verdict-cache", str(tmp_path / "v.sqlite"))
+    assert main(argv) == 0
+    options = fake.backend_options
+    assert (options["timeout"], options["max_retries"], options["deadline"]) == (5, 1, 20)
+    assert (options["requests_per_minute"], options["tokens_per_minute"]) == (600, 1e5)
+    assert options["verdict_cache"] == str(tmp_path / "v.sqlite")
+
+
+def test_server_limits_with_an_in_process_judge_are_refused_before_loading(tmp_path, fake,
+                                                                         capsys):
+    pairs, out = write_pairs(tmp_path / "pairs.jsonl"), tmp_path / "labels.jsonl"
+    assert main(label_argv(pairs, out, "--timeout", "5")) == 2
+    assert "--backend openai" in capsys.readouterr().err
+    assert fake.judge_loads == [] and not out.exists()
+
+
+def test_the_default_labeler_is_pmi_for_tldr_and_base_for_hh(tmp_path, fake):
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    plain = ["label", "--pairs", str(pairs)]
+    assert main([*plain, "--task", "tldr", "--out", str(tmp_path / "t.jsonl")]) == 0
+    assert main([*plain, "--task", "helpful", "--out", str(tmp_path / "h.jsonl")]) == 0
+    assert [call["prompt"] for call in fake.calls] == ["pmi", "base"]

@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("requests")
+pytest.importorskip("httpx")
 
 from rewards.direct import direct_scores  # noqa: E402
 from rewards.judges import JudgeError, load_judge  # noqa: E402
@@ -67,6 +73,7 @@ class FakeCompletionServer:
         self.generator = TransformersJudge(model, tokenizer, batch_size=1)
         self.vllm_like, self.max_logprobs = vllm_like, max_logprobs
         self.payloads: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request
         self.script: deque[tuple[int, Any, dict[str, str]]] = deque()
         self.delay = 0.0
         self.sample_eos = False
@@ -121,6 +128,7 @@ class FakeCompletionServer:
     def handle(self, path: str, payload: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             self.payloads.append(payload)
+            self.arrivals.append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             scripted = self.script.popleft() if self.script else None
@@ -443,3 +451,167 @@ def test_end_of_sequence_without_logprobs_raises_clearly(server, tiny_tokenizer)
 def test_gbnf_literals_are_escaped():
     assert gbnf_alternatives(["1", 'a"b', "x\\y", "\n", "1"]) == \
         'root ::= "1" | "a\\"b" | "x\\\\y" | "\\n"'
+
+
+# --------------------------------------------------------------------------- limits, deadline
+
+
+def test_requests_per_minute_limit_spaces_the_requests(server, tiny_tokenizer):
+    # 300/min = 5 per second, bursts of 5: 10 requests need at least ~1 s
+    with http_judge(tiny_tokenizer, server.url, max_concurrency=10,
+                    requests_per_minute=300) as judge:
+        judge.next_token_logprobs([f"prompt {i}" for i in range(10)], ["1"])
+        spent = judge.stats.snapshot()
+    span = server.arrivals[-1] - server.arrivals[0]
+    assert span >= 0.9
+    assert spent.calls == 10 and spent.limit_wait_s >= 0.9
+
+
+def test_tokens_per_minute_limit_counts_prompt_tokens(server, tiny_tokenizer):
+    prompt = "x" * 50  # 50 tokens of the character-level tiny tokenizer
+    # 6000 tokens/min = 100 per second: two 50-token prompts a second after the first burst
+    with http_judge(tiny_tokenizer, server.url, max_concurrency=6,
+                    tokens_per_minute=6000) as judge:
+        judge.next_token_logprobs([prompt] * 6, ["1"])
+        spent = judge.stats.snapshot()
+    assert spent.prompt_tokens == 6 * len(tiny_tokenizer(prompt)["input_ids"])
+    assert server.arrivals[-1] - server.arrivals[0] >= 1.9  # 600 tokens, 200 in the bursts
+
+
+def test_limits_are_shared_by_all_replicas(tiny_model, tiny_tokenizer):
+    first = FakeCompletionServer(tiny_model, tiny_tokenizer)
+    second = FakeCompletionServer(tiny_model, tiny_tokenizer)
+    try:
+        with http_judge(tiny_tokenizer, [first.url, second.url], max_concurrency=8,
+                        requests_per_minute=240) as judge:  # 4 per second over both
+            judge.next_token_logprobs([f"prompt {i}" for i in range(8)], ["1"])
+        arrivals = sorted(first.arrivals + second.arrivals)
+        assert len(first.arrivals) == len(second.arrivals) == 4
+        assert arrivals[-1] - arrivals[0] >= 0.9  # 8 requests at 4/s with a burst of 4
+    finally:
+        first.close()
+        second.close()
+
+
+def test_stalled_server_fails_at_the_deadline_not_after_every_retry(server, tiny_tokenizer):
+    server.delay = 3.0  # every request stalls
+    started = time.monotonic()
+    with http_judge(tiny_tokenizer, server.url, timeout=10.0, max_retries=5,
+                    deadline=0.6) as judge, pytest.raises(JudgeError, match="deadline of 0.6 s"):
+        judge.next_token_logprobs(["hello"], ["1"])
+    assert time.monotonic() - started < 2.5
+    assert len(server.payloads) == 1
+
+
+def test_default_total_wait_on_a_stalled_server_is_under_two_minutes(tiny_tokenizer):
+    judge = OpenAIJudge(tiny_tokenizer, "http://127.0.0.1:1")
+    assert judge.deadline is not None and judge.deadline < 120
+    assert judge.timeout <= judge.deadline and judge.max_retries >= 1
+
+
+def test_retry_prints_a_progress_line_with_delay_status_url_and_attempt(server, tiny_tokenizer,
+                                                                        caplog):
+    server.script.append((429, {"error": "slow down"}, {"Retry-After": "0"}))
+    with caplog.at_level(logging.WARNING, logger="rewards.judges.openai_judge"), \
+            http_judge(tiny_tokenizer, server.url, max_retries=2) as judge:
+        judge.next_token_logprobs(["hello"], ["1"])
+    assert f"retrying in 0.0s: 429 from {server.url}/v1/completions, attempt 2/3" in caplog.text
+
+
+def test_stats_count_calls_tokens_retries_and_failures(server, tiny_tokenizer):
+    server.script.append((503, {"error": "busy"}, {}))
+    with http_judge(tiny_tokenizer, server.url) as judge:
+        judge.next_token_logprobs(["hello"], ["1"])
+        spent = judge.stats.snapshot()
+        assert (spent.calls, spent.retries, spent.failures) == (2, 1, 0)
+        assert spent.prompt_tokens == 2 * len(tiny_tokenizer("hello")["input_ids"])
+        server.script.extend([(500, {"error": "down"}, {})] * 3)
+        with pytest.raises(JudgeError):
+            judge.next_token_logprobs(["hello"], ["1"])
+        assert judge.stats.snapshot().failures == 1
+
+
+def test_max_concurrency_none_means_the_default(tiny_tokenizer):
+    judge = OpenAIJudge(tiny_tokenizer, "http://127.0.0.1:1", max_concurrency=None)
+    assert judge.max_concurrency == 8
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+class HangingServer:
+    """Answers the first ``answer`` POSTs with a canned completion, then never answers."""
+
+    def __init__(self, answer: int) -> None:
+        self.answer, self.posts = answer, 0
+        self.release = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                owner.posts += 1
+                if owner.posts > owner.answer:
+                    owner.release.wait()  # "forever": until the test ends
+                    return
+                top = {"1": -0.4, "2": -1.2}
+                body = json.dumps({"choices": [{"index": 0, "text": "1", "logprobs": {
+                    "tokens": ["1"], "token_logprobs": [-0.4], "top_logprobs": [top]}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_ctrl_c_stops_label_with_openai_backend_on_a_hanging_server_within_5_s(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    with pairs.open("w") as f:
+        for i in range(4):
+            f.write(json.dumps({"id": f"p{i}", "context": f"post number {i}",
+                                "responses": [f"summary A{i}", f"summary B{i}"],
+                                "human_choice": 0, "confidence": 7}) + "\n")
+    out = tmp_path / "labels.jsonl"
+    server = HangingServer(answer=4)  # both orders of 2 pairs, then silence
+    root = Path(__file__).resolve().parents[1]
+    argv = ["label", "--task", "tldr", "--pairs", str(pairs), "--out", str(out),
+            "--judge", "tiny-random", "--backend", "openai", "--base-url", server.url,
+            "--batch-size", "1"]
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from rlaif_gym.cli import main; "
+                             f"sys.exit(main({argv!r}))"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waited = time.monotonic()
+        while server.posts <= server.answer and time.monotonic() - waited < 120:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        assert server.posts > server.answer, "the labeler never reached the hanging request"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        interrupted = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - interrupted
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.close()
+    assert elapsed < 5.0, f"exit took {elapsed:.1f} s after Ctrl-C; stderr: {stderr[-2000:]}"
+    assert proc.returncode == 130, stderr[-2000:]
+    labels = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in labels] == ["p0", "p1"]

@@ -1,4 +1,6 @@
-"""``rlaif-gym reproduce`` end to end on tiny random models and the embedded sample data."""
+"""``rlaif-gym reproduce`` end to end on tiny random models and the embedded sample data:
+every stage (SFT, labels, RMs, RL with seeds and self-improvement, evaluation) and the
+report."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ import re
 
 import pytest
 
-from rlaif_gym.reproduce import PAPER, QUICK
+from rlaif_gym.pipelines.report import PAPER
+from rlaif_gym.pipelines.reproduce import QUICK
 
 TINY = ["--quick", "--policy", "tiny-random", "--judge", "tiny-random", "--rm-base",
-        "tiny-random", "--source", "sample", "--threads", "1"]
+        "tiny-random", "--si-policy", "tiny-random", "--si-judge", "tiny-random", "--source",
+        "sample", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +36,27 @@ def test_tiny_reproduction_runs_every_stage_and_writes_the_report(tiny_run):
     out, code = tiny_run
     assert code == 0
     report = (out / "REPORT.md").read_text()
-    for number in range(1, 6):
+    for number in (1, 2, 3, 4, 5):
         table = _table(report, number)
         header = next(line for line in table.splitlines() if line.startswith("| "))
         assert re.search(r"\| N( \(.*?\))? \|", header), (number, header)
         assert "95% CI" in header, (number, header)
         assert re.search(r"\d+\.\d%", table), f"Table {number} has no numbers"
     assert "![learning curves](learning_curves.png)" in report
-    for png in ("learning_curves.png", "win_rates.png", "eval/win_rates.png",
-                "work/runs/rlaif/curves.png", "work/runs/rlhf/curves.png",
-                "work/runs/d-rlaif/curves.png"):
+    pngs = ["learning_curves.png", "win_rates.png", "eval/tldr-drlaif/win_rates.png",
+            "work/sft/tldr/loss.png"]
+    pngs += [f"work/runs/{key}/curves.png" for key in ("tldr/rlaif", "tldr/rlhf",
+                                                        "tldr/d-rlaif-s0", "tldr/d-rlaif-s1",
+                                                        "helpful/rlaif", "harmless/rlhf",
+                                                        "si/d-rlaif-self")]
+    for png in pngs:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    assert "rlaif-gym train-rm --labels" in report and "rlaif-gym evaluate" in report
+    for call in ("train_sft(", "label_to_file(", "train_rm(", "train(TrainConfig(",
+                 "evaluate_policies("):
+        assert call in report, call
+    for section in ("## The SFT start", "## Goals", "## Against the human references",
+                    "## Self-improvement", "across seeds", "HH helpful", "harmless rate SFT"):
+        assert section in report, section
 
 
 def test_table_1_puts_the_papers_number_beside_ours(tiny_run):
@@ -52,34 +65,49 @@ def test_table_1_puts_the_papers_number_beside_ours(tiny_run):
     row = next(line for line in table.splitlines() if "| RLAIF vs SFT |" in line)
     paper = PAPER["table1"][("tldr", "RLAIF vs SFT")][0]
     assert f"{100 * paper:.1f}%" in row
-    summary = json.loads((out / "eval" / "evaluation.json").read_text())
+    summary = json.loads((out / "eval" / "tldr-rm" / "evaluation.json").read_text())
     ours = next(c for c in summary["comparisons"] if (c["a"], c["b"]) == ("RLAIF", "SFT"))
-    assert ours["win_rate"]["n"] == QUICK["eval_n"]
-    assert f"| {QUICK['eval_n']} | {100 * ours['win_rate']['rate']:.1f}% |" in row
+    assert ours["win_rate"]["n"] == QUICK["eval_n_small"]
+    assert f"| {QUICK['eval_n_small']} | {100 * ours['win_rate']['rate']:.1f}% " in row
 
 
-def test_rl_runs_reach_the_requested_steps_from_the_same_start(tiny_run):
+def test_every_rl_run_starts_from_its_tasks_sft_policy(tiny_run):
     out, _ = tiny_run
-    for run in ("rlaif", "rlhf", "d-rlaif"):
-        config = json.loads((out / "work" / "runs" / run / "config.json").read_text())
-        state = json.loads((out / "work" / "runs" / run / "checkpoint" / "state.json")
+    for key, start, steps in (("tldr/rlaif", "sft/tldr", QUICK["rl_steps"]),
+                              ("tldr/d-rlaif-s1", "sft/tldr", QUICK["rl_steps"]),
+                              ("helpful/rlhf", "sft/helpful", QUICK["hh_rl_steps"]),
+                              ("si/d-rlaif-judge", "sft/si-tldr", QUICK["si_rl_steps"])):
+        config = json.loads((out / "work" / "runs" / key / "config.json").read_text())
+        state = json.loads((out / "work" / "runs" / key / "checkpoint" / "state.json")
                            .read_text())
-        assert config["policy"] == "tiny-random" and state["step"] == QUICK["rl_steps"]
-    assert json.loads((out / "work" / "runs" / "rlaif" / "config.json").read_text())["reward"] \
-        == "ai-rm"
+        assert config["policy"].endswith(f"{start}/policy") and state["step"] == steps, key
+    seeds = {json.loads((out / "work" / "runs" / f"tldr/d-rlaif-s{s}" / "config.json")
+                        .read_text())["seed"] for s in QUICK["seeds"]}
+    assert seeds == set(QUICK["seeds"])
+    assert json.loads((out / "work" / "runs" / "tldr/rlaif" / "config.json").read_text())[
+        "reward"] == "ai-rm"
     assert (out / "work" / ".gitignore").read_text().splitlines()[-1] == "*"
+
+
+def test_sft_never_trains_on_an_evaluation_prompt(tiny_run):
+    out, _ = tiny_run
+    for task in ("tldr", "helpful", "harmless"):
+        evaluated = set(json.loads((out / "data" / task / "eval_ids.json").read_text()))
+        split = json.loads((out / "work" / "sft" / task / "split.json").read_text())
+        assert evaluated and not evaluated & set(split["train_ids"] + split["heldout_ids"])
 
 
 def test_a_rerun_skips_every_cached_stage(tiny_run, capsys):
     from rlaif_gym.cli import main
 
     out, _ = tiny_run
-    before = (out / "eval" / "judgments.jsonl").read_text()
+    before = (out / "eval" / "tldr-drlaif" / "judgments.jsonl").read_text()
     assert main(["reproduce", *TINY, "--out", str(out)]) == 0
     state = json.loads((out / "state.json").read_text())
-    for stage in ("data", "reward_models", "rm_accuracy", "rl_rlaif", "rl_rlhf", "rl_d-rlaif"):
+    for stage in ("data", "reward_models", "rm_accuracy", "rl tldr/rlaif", "rl tldr/d-rlaif-s0",
+                  "rl si/d-rlaif-self"):
         assert state["stages"][stage]["runs"][-1]["skipped"], stage
-    assert (out / "eval" / "judgments.jsonl").read_text() == before
+    assert (out / "eval" / "tldr-drlaif" / "judgments.jsonl").read_text() == before
 
 
 def test_a_rerun_with_other_sizes_is_refused(tiny_run, capsys):
@@ -93,8 +121,7 @@ def test_a_rerun_with_other_sizes_is_refused(tiny_run, capsys):
 def test_the_command_written_in_the_report_parses_back_to_the_same_settings(tiny_run):
     import shlex
 
-    from rlaif_gym.cli import build_parser
-    from rlaif_gym.reproduce import config_from_args
+    from rlaif_gym.cli import build_parser, reproduce_config_from_args
 
     out, _ = tiny_run
     report = (out / "REPORT.md").read_text()
@@ -102,4 +129,4 @@ def test_the_command_written_in_the_report_parses_back_to_the_same_settings(tiny
     assert command.startswith("rlaif-gym reproduce ")
     parsed = build_parser().parse_args(shlex.split(command)[1:])
     state = json.loads((out / "state.json").read_text())
-    assert config_from_args(parsed).pipeline() == state["config"]
+    assert reproduce_config_from_args(parsed).pipeline() == state["config"]

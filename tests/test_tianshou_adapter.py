@@ -49,6 +49,8 @@ def right_padded(rows: list[list[int]], width: int, pad: int = 256) -> dict[str,
 
 
 def test_import_without_tianshou_names_the_extra(monkeypatch):
+    for name in [m for m in sys.modules if m == "tianshou" or m.startswith("tianshou.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # an earlier test may have imported it
     monkeypatch.setitem(sys.modules, "tianshou", None)  # makes `import tianshou...` fail
     monkeypatch.delitem(sys.modules, "agents.tianshou_adapter", raising=False)
     with pytest.raises(ImportError, match=r'pip install "rlaif-gym\[tianshou\]"'):

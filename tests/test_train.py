@@ -195,22 +195,21 @@ def test_train_and_sample_cli_on_the_tiny_model(tmp_path, capsys):
 def test_cli_defaults_match_the_train_config_defaults():
     import dataclasses
 
-    from agents.cli import DEFAULTS
+    from rlaif_gym.cli import TRAIN_DEFAULTS
 
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for name, value in DEFAULTS.items():
+    for name, value in TRAIN_DEFAULTS.items():
         assert fields[name] == value, name
 
 
 def test_reward_options_are_parsed_as_json_when_possible():
-    from agents.cli import config_from_args
-    from rlaif_gym.cli import build_parser
+    from rlaif_gym.cli import build_parser, train_config_from_args
 
     args = build_parser().parse_args([
         "train", "--out", "x", "--reward-option", "batch_size=4",
         "--reward-option", "dtype=bfloat16", "--max-grad-norm", "0",
     ])
-    config = config_from_args(args)
+    config = train_config_from_args(args)
     assert config.reward_options == {"batch_size": 4, "dtype": "bfloat16"}
     assert config.max_grad_norm is None and config.reward == "direct"
 

@@ -63,8 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-prompts", type=int, default=48)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default=os.environ.get("RLAIF_GYM_DATA",
-                                                        str(REPO.parent / "shared" / "data")))
+    p.add_argument("--data-dir", default=os.environ.get("RLAIF_GYM_DATA", "../shared/data"))
     return p.parse_args(argv)
 
 
@@ -115,6 +114,9 @@ def copy_outputs(out: Path, dest: Path) -> None:
     prompts = config.get("env_options", {}).get("prompts")
     if prompts is not None:
         config["env_options"]["prompts"] = {"prompt_ids": [r["id"] for r in prompts]}
+    for key in ("out_dir", "data_dir"):  # relative to the repository root, not this machine
+        if config.get(key):
+            config[key] = os.path.relpath(config[key], REPO)
     (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 

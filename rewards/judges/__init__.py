@@ -10,24 +10,68 @@
 * ``"vllm"``: :class:`~rewards.judges.vllm_judge.VLLMJudge`, vLLM's offline ``LLM`` engine
   in-process (CUDA; ``pip install 'rlaif-gym[vllm]'``).
 
+Any backend takes ``verdict_cache=PATH`` (or a
+:class:`~rewards.judges.verdict_cache.VerdictCache`): verdicts already judged are read from that
+SQLite file instead of being computed again (:mod:`rewards.judges.verdict_cache`). Every judge
+counts what it spends in ``judge.stats`` (:mod:`rewards.judges.stats`).
+
 Backend modules are imported only when their backend is asked for.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
 
-__all__ = ["BACKENDS", "Judge", "JudgeError", "Prompt", "as_segments", "load_judge"]
+__all__ = ["BACKENDS", "Judge", "JudgeError", "Prompt", "as_segments", "check_judge",
+           "load_judge"]
 
-#: Backend names ``load_judge`` accepts.
+#: Backend names ``load_judge`` accepts, and the class each builds (imported when used).
 BACKENDS: tuple[str, ...] = ("transformers", "openai", "vllm")
-#: Backend names reserved for later (none at present; kept for backward compatibility).
-RESERVED_BACKENDS: tuple[str, ...] = ()
+_BACKEND_CLASSES: dict[str, str] = {
+    "transformers": "rewards.judges.transformers_judge:TransformersJudge",
+    "openai": "rewards.judges.openai_judge:OpenAIJudge",
+    "vllm": "rewards.judges.vllm_judge:VLLMJudge",
+}
 
 
-def load_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> Judge:
+def check_judge(spec: Any, backend: str = "transformers", *, verdict_cache: Any = None,
+                **kwargs: Any) -> None:
+    """Check what :func:`load_judge` would get, without loading a model: the backend, the
+    option names against the backend's constructor, and the model spec
+    (:func:`rlaif_gym.models.check_model_spec`). Call it before anything slow starts.
+
+    Raises:
+        ValueError: an unknown backend or model name. TypeError: an option the backend does
+            not take, or options with a Judge instance. FileNotFoundError: a missing model.
+    """
+    import inspect
+
+    from gymnasium.envs.registration import load_env_creator
+
+    from rlaif_gym.models import check_model_spec
+
+    if isinstance(spec, Judge):
+        if kwargs:
+            raise TypeError(f"judge options {sorted(kwargs)} given with a Judge instance")
+        return
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown judge backend {backend!r}; valid backends: "
+                         f"{', '.join(BACKENDS)}")
+    params = inspect.signature(load_env_creator(_BACKEND_CLASSES[backend])).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise TypeError(f"the {backend!r} judge does not take {unknown}; it takes "
+                            f"{sorted(list(params)[1:])}")
+    if isinstance(spec, (str, os.PathLike)):  # a model object needs no check
+        check_model_spec(spec)
+
+
+def load_judge(spec: Any, backend: str = "transformers", *, verdict_cache: Any = None,
+               **kwargs: Any) -> Judge:
     """A judge for ``spec``.
 
     Args:
@@ -41,12 +85,23 @@ def load_judge(spec: Any, backend: str = "transformers", **kwargs: Any) -> Judge
             see :class:`~rewards.judges.openai_judge.OpenAIJudge`); ``dtype``,
             ``gpu_memory_utilization``... (vllm, see
             :class:`~rewards.judges.vllm_judge.VLLMJudge`).
+        verdict_cache: a path or :class:`~rewards.judges.verdict_cache.VerdictCache` to
+            attach (any backend, also a Judge instance given as ``spec``); None: no cache.
 
     Raises:
         ValueError: unknown backend (the message lists the valid ones).
         TypeError: options given with a Judge instance; ``"openai"`` without ``base_urls``.
         ImportError: ``"vllm"`` without vLLM installed (names the pip extra).
     """
+    judge = _load_backend(spec, backend, kwargs)
+    if verdict_cache is not None:
+        from rewards.judges.verdict_cache import attach_verdict_cache
+
+        attach_verdict_cache(judge, verdict_cache)
+    return judge
+
+
+def _load_backend(spec: Any, backend: str, kwargs: dict[str, Any]) -> Judge:
     if isinstance(spec, Judge):
         if kwargs:
             raise TypeError(f"judge options {sorted(kwargs)} given with a Judge instance")

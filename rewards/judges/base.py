@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rewards.judges.stats import JudgeStats
+
 if TYPE_CHECKING:
+    from rewards.judges.verdict_cache import VerdictCache
     from rewards.prompts import ChatPrompt
 
 __all__ = ["Judge", "JudgeError", "Prompt", "TokenizerJudge", "as_segments"]
@@ -72,6 +75,24 @@ class Judge(ABC):
 
     #: Human-readable id of the judge model (recorded in preference labels).
     name: str = "judge"
+    #: The :class:`~rewards.judges.verdict_cache.VerdictCache` attached by
+    #: :func:`~rewards.judges.verdict_cache.attach_verdict_cache` (None: no cache).
+    verdict_cache: VerdictCache | None = None
+
+    @property
+    def stats(self) -> JudgeStats:
+        """Running counters of this judge (calls, prompt tokens, cache hits, retries, waits;
+        see :mod:`rewards.judges.stats`). Created on first access."""
+        stats = self.__dict__.get("_stats")
+        if stats is None:
+            stats = self.__dict__.setdefault("_stats", JudgeStats())
+        return stats
+
+    @property
+    def cache_identity(self) -> str:
+        """What identifies this judge's numbers in a verdict cache key: the backend class,
+        :attr:`name` and :attr:`weights_dtype`. Backends add what else changes the numbers."""
+        return f"{type(self).__name__}:{self.name}:{self.weights_dtype}"
 
     @property
     def weights_dtype(self) -> str | None:

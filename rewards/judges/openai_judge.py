@@ -35,30 +35,48 @@ With ``send_token_ids=True`` the prompt is sent as token ids instead, tokenized 
 segment by segment exactly like :class:`~rewards.judges.transformers_judge.TransformersJudge`
 (vLLM accepts ``prompt: list[int]``; llama-cpp-python's server does not).
 
-Requests run on a bounded thread pool (``max_concurrency`` in flight), spread round-robin
-over ``base_urls`` (replicas of the same model), and are retried with exponential backoff on
-HTTP 429/5xx, connection errors and timeouts; after ``max_retries`` retries a
+Requests run on an asyncio event loop in a background (daemon) thread with one
+``httpx.AsyncClient``: at most ``max_concurrency`` prompts in flight, and optional limits of
+``requests_per_minute`` and ``tokens_per_minute`` (prompt tokens, counted with the local
+tokenizer), all shared by every replica in ``base_urls`` (spread round-robin). A request is
+retried with exponential backoff on HTTP 429/5xx, connection errors and timeouts, at most
+``max_retries`` times and within its ``deadline`` (seconds from its first attempt); each
+retry logs a line on the module's logger (printed on stderr when logging is not configured):
+``retrying in 1.0s: HTTP 429 from http://...:8000/v1/completions, attempt 2/4``. After that a
 :class:`JudgeError` gives the status, an excerpt of the body and the URL. Other HTTP errors
-(400, 404, ...) fail at once.
+(400, 404, ...) fail at once. Nothing is ever filled in with a default probability.
+
+Ctrl-C (KeyboardInterrupt in the calling thread) cancels the requests in flight at once: the
+loop thread is a daemon, so the process can exit without waiting for a stalled server.
+
+``judge.stats`` counts calls, prompt tokens, retries, failures and the seconds spent waiting on
+the rate limits and in backoff (:mod:`rewards.judges.stats`); ``verdict_cache=PATH`` reads
+verdicts judged before from a SQLite file and sends only the others
+(:mod:`rewards.judges.verdict_cache`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import math
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from rewards.judges.base import JudgeError, Prompt, TokenizerJudge, as_segments
+from rewards.judges.rate_limit import AsyncTokenBucket
 
-__all__ = ["SERVER_KINDS", "OpenAIJudge", "gbnf_alternatives"]
+__all__ = ["DEFAULT_CONCURRENCY", "SERVER_KINDS", "OpenAIJudge", "gbnf_alternatives"]
 
+#: Prompts in flight at once when ``max_concurrency`` is not given.
+DEFAULT_CONCURRENCY = 8
 #: ``server`` values: which server-specific request fields are sent.
 SERVER_KINDS: tuple[str, ...] = ("openai", "vllm", "llamacpp")
 
@@ -77,6 +95,8 @@ _EXCERPT_CHARS = 300
 _LOGPROB_SLACK = 1e-4
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+
+logger = logging.getLogger(__name__)
 
 
 def _excerpt(text: str, limit: int = _EXCERPT_CHARS) -> str:
@@ -124,14 +144,72 @@ def _non_negative_number(name: str, value: Any, allow_zero: bool = True) -> floa
     return float(value)
 
 
+def _optional_rate(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    return _non_negative_number(name, value, allow_zero=False)
+
+
+class _LoopThread:
+    """An asyncio event loop running forever in a daemon thread.
+
+    :meth:`run` blocks the caller until a coroutine finishes; an exception in the caller
+    (KeyboardInterrupt) cancels the coroutine and is re-raised at once, without waiting for
+    it to unwind. The thread is a daemon, so it never holds the process at exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, _R]) -> _R:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def stop(self, cleanup: Callable[[], Awaitable[None]] | None = None,
+             timeout: float = 5.0) -> None:
+        """Run ``cleanup`` (bounded by ``timeout``), cancel what is left, stop the loop."""
+        if not self._thread.is_alive():
+            return
+
+        async def finish() -> None:
+            if cleanup is not None:
+                try:
+                    await asyncio.wait_for(cleanup(), timeout)
+                except Exception:  # closing must not fail the caller
+                    logger.debug("judge client cleanup failed", exc_info=True)
+            current = asyncio.current_task()
+            for task in asyncio.all_tasks():
+                if task is not current:
+                    task.cancel()
+
+        try:
+            asyncio.run_coroutine_threadsafe(finish(), self.loop).result(timeout + 1.0)
+        except Exception:
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
 class OpenAIJudge(TokenizerJudge):
     """Judge served by one or more OpenAI-compatible ``/v1/completions`` endpoints.
 
     Args:
         tokenizer: the judge model's tokenizer: a model spec for
             :func:`rlaif_gym.models.load_tokenizer` (e.g. ``"qwen2.5-coder-0.5b-instruct"``) or
-            a tokenizer object. Used for the chat template, candidate checks and (optionally)
-            token ids; it must be the tokenizer of the served model.
+            a tokenizer object. Used for the chat template, candidate checks, prompt token
+            counts and (optionally) token ids; it must be the tokenizer of the served model.
         base_urls: one URL or several (replicas), e.g. ``"http://127.0.0.1:8000"`` (a trailing
             ``/v1`` is accepted). Requests are spread round-robin.
         model: the ``model`` field of each request (vLLM's served model name); ``None`` omits
@@ -143,15 +221,26 @@ class OpenAIJudge(TokenizerJudge):
         top_logprobs: N of the top-N log-probabilities requested (``logprobs`` field).
             llama.cpp accepts any N (the candidates must be among them); vLLM rejects
             N > its ``--max-logprobs`` (default 20).
-        max_concurrency: requests in flight at once (thread pool size).
+        max_concurrency: prompts in flight at once, over all replicas (a two-step prompt
+            holds its slot for both of its requests); None: :data:`DEFAULT_CONCURRENCY`.
+        requests_per_minute: limit on requests sent per minute over all replicas, retries
+            included (None: no limit); bursts of up to one second's worth.
+        tokens_per_minute: limit on prompt tokens sent per minute over all replicas (None:
+            no limit); a prompt longer than one second's budget waits for a full second's
+            budget and then borrows from the next ones.
         max_retries: retries per request after the first attempt (429, 5xx, connection
             errors, timeouts); 0 disables retrying.
-        timeout: seconds per HTTP request (connect and read).
+        timeout: seconds one attempt may take (connect, send, wait, read).
+        deadline: seconds a request may take from its first attempt, retries and backoff
+            included (None: only ``timeout`` and ``max_retries`` bound it). The defaults
+            give up on a stalled server after at most 110 s.
         backoff: first retry delay in seconds; doubles per retry, capped at ``max_backoff``.
             A ``Retry-After`` header (seconds) is honoured up to ``max_backoff``.
         api_key: sent as ``Authorization: Bearer <api_key>`` when given.
         send_token_ids: send prompts as local token ids instead of text (vLLM).
         name: recorded in labels (default: ``model``, else the tokenizer spec).
+        verdict_cache: a path or :class:`~rewards.judges.verdict_cache.VerdictCache`: verdicts
+            found there are not requested again (None: no cache).
     """
 
     def __init__(
@@ -162,21 +251,25 @@ class OpenAIJudge(TokenizerJudge):
         model: str | None = None,
         server: str = "openai",
         top_logprobs: int = 20,
-        max_concurrency: int = 8,
-        max_retries: int = 4,
-        timeout: float = 120.0,
+        max_concurrency: int | None = DEFAULT_CONCURRENCY,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        max_retries: int = 3,
+        timeout: float = 60.0,
+        deadline: float | None = 110.0,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
         api_key: str | None = None,
         send_token_ids: bool = False,
         name: str | None = None,
+        verdict_cache: Any = None,
     ) -> None:
         try:
-            import requests  # the "serve" extra; imported here so the module loads without it
+            import httpx  # the "serve" extra; imported here so the module loads without it
         except ImportError as exc:
-            raise ImportError("OpenAIJudge needs requests: pip install 'rlaif-gym[serve]'") \
+            raise ImportError("OpenAIJudge needs httpx: pip install 'rlaif-gym[serve]'") \
                 from exc
-        self._requests = requests
+        self._httpx = httpx
         if server not in SERVER_KINDS:
             raise ValueError(f"server must be one of {', '.join(SERVER_KINDS)}, got {server!r}")
         if send_token_ids and server == "llamacpp":
@@ -189,11 +282,16 @@ class OpenAIJudge(TokenizerJudge):
         self.server = server
         self.model = model
         self.top_logprobs = _positive_int("top_logprobs", top_logprobs)
-        self.max_concurrency = _positive_int("max_concurrency", max_concurrency)
+        self.max_concurrency = _positive_int(
+            "max_concurrency", DEFAULT_CONCURRENCY if max_concurrency is None else max_concurrency)
+        self.requests_per_minute = _optional_rate("requests_per_minute", requests_per_minute)
+        self.tokens_per_minute = _optional_rate("tokens_per_minute", tokens_per_minute)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         self.max_retries = max_retries
         self.timeout = _non_negative_number("timeout", timeout, allow_zero=False)
+        self.deadline = None if deadline is None else _non_negative_number(
+            "deadline", deadline, allow_zero=False)
         self.backoff = _non_negative_number("backoff", backoff)
         self.max_backoff = _non_negative_number("max_backoff", max_backoff)
         self.send_token_ids = bool(send_token_ids)
@@ -201,11 +299,16 @@ class OpenAIJudge(TokenizerJudge):
         self.tokenizer, spec = self._load_tokenizer(tokenizer)
         self.name = name or model or spec or "openai-compatible"
         self._counter = itertools.count()
-        self._counter_lock = threading.Lock()
-        self._local = threading.local()
-        self._sessions: list[Any] = []
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._runner: _LoopThread | None = None
+        self._client: Any = None
+        self._slots: asyncio.Semaphore | None = None
+        self._request_bucket: AsyncTokenBucket | None = None
+        self._token_bucket: AsyncTokenBucket | None = None
+        if verdict_cache is not None:
+            from rewards.judges.verdict_cache import attach_verdict_cache
+
+            attach_verdict_cache(self, verdict_cache)
 
     @staticmethod
     def _load_tokenizer(tokenizer: Any) -> tuple[Any, str | None]:
@@ -218,19 +321,24 @@ class OpenAIJudge(TokenizerJudge):
                             f"got {type(tokenizer).__name__}")
         return tokenizer, getattr(tokenizer, "name_or_path", None) or None
 
+    @property
+    def cache_identity(self) -> str:
+        """Backend, name, served model, server kind and prompt form (text or token ids); the
+        URLs are left out, so replicas and restarted servers share verdicts."""
+        return (f"OpenAIJudge:{self.name}:model={self.model}:server={self.server}:"
+                f"{'ids' if self.send_token_ids else 'text'}")
+
     # ----------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Stop the worker threads and close the HTTP sessions (idempotent)."""
-        with self._executor_lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-        with self._counter_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._local = threading.local()
+        """Cancel requests still running, close the HTTP client and stop the loop thread
+        (idempotent; the judge can be used again afterwards)."""
+        with self._lock:
+            runner, self._runner = self._runner, None
+            client, self._client = self._client, None
+        if runner is not None:
+            runner.stop(client.aclose if client is not None else None)
+        self._slots = self._request_bucket = self._token_bucket = None
 
     def __enter__(self) -> OpenAIJudge:
         return self
@@ -244,20 +352,30 @@ class OpenAIJudge(TokenizerJudge):
 
     # ----------------------------------------------------------------- HTTP
 
-    def _session(self) -> Any:
-        """This thread's ``requests.Session`` (sessions are not shared across threads)."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._requests.Session()
-            if self._api_key:
-                session.headers["Authorization"] = f"Bearer {self._api_key}"
-            self._local.session = session
-            with self._counter_lock:
-                self._sessions.append(session)
-        return session
+    def _run(self, coro: Coroutine[Any, Any, _R]) -> _R:
+        """Run ``coro`` on the judge's loop thread (started on first use)."""
+        with self._lock:
+            if self._runner is None:
+                self._runner = _LoopThread(f"openai-judge-{os.getpid()}")
+            runner = self._runner
+        return runner.run(coro)
+
+    def _ensure_client(self) -> None:
+        """The client, the concurrency slots and the buckets (in the loop thread)."""
+        if self._client is None:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            limits = self._httpx.Limits(max_connections=self.max_concurrency * 2,
+                                        max_keepalive_connections=self.max_concurrency * 2)
+            self._client = self._httpx.AsyncClient(headers=headers, limits=limits,
+                                                   timeout=self.timeout)
+            self._slots = asyncio.Semaphore(self.max_concurrency)
+            if self.requests_per_minute is not None:
+                self._request_bucket = AsyncTokenBucket(self.requests_per_minute)
+            if self.tokens_per_minute is not None:
+                self._token_bucket = AsyncTokenBucket(self.tokens_per_minute)
 
     def _next_root(self) -> str:
-        with self._counter_lock:
+        with self._lock:
             k = next(self._counter)
         return self.base_urls[k % len(self.base_urls)]
 
@@ -270,65 +388,126 @@ class OpenAIJudge(TokenizerJudge):
                 pass
         return delay
 
-    def _post(self, path: str, payload: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    async def _wait_for_limits(self, prompt_tokens: int) -> None:
+        waited = 0.0
+        if self._request_bucket is not None:
+            waited += await self._request_bucket.acquire(1)
+        if self._token_bucket is not None:
+            waited += await self._token_bucket.acquire(prompt_tokens)
+        if waited:
+            self.stats.add(limit_wait_s=waited)
+
+    def _prompt_tokens(self, payload: Mapping[str, Any]) -> int:
+        prompt = payload.get("prompt")
+        if isinstance(prompt, list):
+            return len(prompt)
+        return len(self._token_ids(prompt)) if isinstance(prompt, str) else 0
+
+    async def _post(self, path: str, payload: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         """POST ``payload`` to ``<next base URL><path>``; returns ``(parsed JSON, URL)``.
 
         Retries 429/5xx, connection errors and timeouts ``max_retries`` times (on the next
-        replica each time) with exponential backoff.
+        replica each time) with exponential backoff, within ``deadline``.
 
         Raises:
-            JudgeError: a non-retryable HTTP status, a non-JSON body, or retries exhausted
-                (the message has the status or error, a body excerpt and the URL).
+            JudgeError: a non-retryable HTTP status, a non-JSON body, retries exhausted or the
+                deadline passed (the message has the status or error, a body excerpt and the
+                URL).
         """
-        requests = self._requests
-        last_error, last_url = "", ""
-        for attempt in range(self.max_retries + 1):
+        httpx = self._httpx
+        self._ensure_client()
+        tokens = self._prompt_tokens(payload)
+        attempts = self.max_retries + 1
+        last_error, last_url, short, started, sent = "", "", "", None, 0
+        out_of_time = False
+        for attempt in range(attempts):
+            await self._wait_for_limits(tokens)
+            now = time.monotonic()
+            started = now if started is None else started
+            budget = self.timeout
+            if self.deadline is not None:
+                budget = min(budget, self.deadline - (now - started))
+                if budget <= 0:
+                    out_of_time = True
+                    break
             url = self._next_root() + path
+            sent += 1
+            self.stats.add(calls=1, prompt_tokens=tokens, retries=1 if attempt else 0)
             retry_after = None
             try:
-                response = self._session().post(url, json=payload, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                last_error, last_url = f"{type(exc).__name__}: {_excerpt(str(exc))}", url
+                response = await asyncio.wait_for(
+                    self._client.post(url, json=payload, timeout=budget), budget)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                last_error, last_url = f"Timeout: no answer within {budget:.1f} s", url
+                short = "timeout"
+            except httpx.TransportError as exc:
+                last_error = f"ConnectionError ({type(exc).__name__}: {_excerpt(str(exc))})"
+                last_url, short = url, f"connection error ({type(exc).__name__})"
             else:
                 status = response.status_code
                 if status == 200:
                     try:
                         data = response.json()
                     except ValueError:
+                        self.stats.add(failures=1)
                         raise JudgeError(f"{url} answered HTTP 200 with a body that is not JSON: "
                                          f"{_excerpt(response.text)!r}") from None
                     if not isinstance(data, dict):
+                        self.stats.add(failures=1)
                         raise JudgeError(f"{url} answered a JSON {type(data).__name__}, "
                                          f"expected an object: {_excerpt(response.text)!r}")
                     return data, url
                 body = _excerpt(response.text)
                 if status != 429 and status < 500:
+                    self.stats.add(failures=1)
                     raise JudgeError(f"{url} answered HTTP {status} (not retried): {body!r}")
-                last_error, last_url = f"HTTP {status}: {body!r}", url
+                last_error, last_url, short = f"HTTP {status}: {body!r}", url, str(status)
                 retry_after = response.headers.get("Retry-After")
-            if attempt < self.max_retries:
-                time.sleep(self._retry_delay(attempt, retry_after))
-        raise JudgeError(f"request to {last_url} failed after {self.max_retries + 1} attempt(s) "
-                         f"({self.max_retries} retries); last error: {last_error}")
+            if attempt + 1 < attempts:
+                delay = self._retry_delay(attempt, retry_after)
+                if self.deadline is not None and \
+                        time.monotonic() + delay - started >= self.deadline:
+                    out_of_time = True
+                    break
+                logger.warning("retrying in %.1fs: %s from %s, attempt %d/%d",
+                               delay, short, last_url, attempt + 2, attempts)
+                self.stats.add(backoff_wait_s=delay)
+                await asyncio.sleep(delay)
+        self.stats.add(failures=1)
+        why = (f"its deadline of {self.deadline:g} s passed" if out_of_time
+               else f"{self.max_retries} retries")
+        raise JudgeError(f"request to {last_url} failed after {sent} attempt(s) ({why}); "
+                         f"last error: {last_error}")
 
-    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        """``[fn(x) for x in items]`` on the thread pool (at most ``max_concurrency`` at
-        once), in order; the first failure (in item order) is raised."""
-        if len(items) <= 1:
-            return [fn(x) for x in items]
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(max_workers=self.max_concurrency,
-                                                    thread_name_prefix="openai-judge")
-            executor = self._executor
-        futures = [executor.submit(fn, x) for x in items]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    def _map(self, fn: Callable[[_T], Awaitable[_R]], items: Sequence[_T]) -> list[_R]:
+        """``[await fn(x) for x in items]`` concurrently, at most ``max_concurrency`` items at
+        once, results in order. On the first failure the other items are cancelled and the
+        failure of the earliest item that failed is raised."""
+        if not items:
+            return []
+
+        async def one(item: _T) -> _R:
+            self._ensure_client()
+            assert self._slots is not None
+            async with self._slots:
+                return await fn(item)
+
+        async def main() -> list[_R]:
+            tasks = [asyncio.ensure_future(one(x)) for x in items]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            finally:
+                pending = [t for t in tasks if not t.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    await asyncio.gather(*pending, return_exceptions=True)
+            for task in tasks:
+                if not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            return [t.result() for t in tasks]
+
+        return self._run(main())
 
     # ----------------------------------------------------------------- requests
 
@@ -418,9 +597,9 @@ class OpenAIJudge(TokenizerJudge):
         return (f"candidate {cand!r} (key {' or '.join(map(repr, keys))}) is not among the "
                 f"{returned} log-probabilities returned by {url} for prompt {index}: {advice}")
 
-    def _candidate_row(self, prompt: Prompt, index: int, candidates: Sequence[str],
-                       ids: Sequence[int], keys: list[list[str]]) -> list[float]:
-        data, url = self._post("/v1/completions", self._payload(prompt, 1, candidates, ids))
+    async def _candidate_row(self, prompt: Prompt, index: int, candidates: Sequence[str],
+                             ids: Sequence[int], keys: list[list[str]]) -> list[float]:
+        data, url = await self._post("/v1/completions", self._payload(prompt, 1, candidates, ids))
         return self._read_candidates(data, url, index, candidates, keys)
 
     # ----------------------------------------------------------------- primitives
@@ -444,7 +623,8 @@ class OpenAIJudge(TokenizerJudge):
         then_candidates: Sequence[str],
     ) -> tuple[np.ndarray, np.ndarray]:
         """Two requests per prompt (``prompt``, then ``prompt + then`` as its own segment),
-        sent back to back by one worker so the server can reuse the prompt's KV cache."""
+        sent back to back in one concurrency slot so the server can reuse the prompt's KV
+        cache."""
         ids = self.candidate_ids(candidates)
         self.candidate_ids([then])
         then_ids = self.candidate_ids(then_candidates)
@@ -453,10 +633,10 @@ class OpenAIJudge(TokenizerJudge):
         for p in prompts:
             as_segments(p)
 
-        def both(item: tuple[int, Prompt]) -> tuple[list[float], list[float]]:
+        async def both(item: tuple[int, Prompt]) -> tuple[list[float], list[float]]:
             index, prompt = item
-            first = self._candidate_row(prompt, index, candidates, ids, keys)
-            second = self._candidate_row((*as_segments(prompt), then), index, then_candidates,
+            first = await self._candidate_row(prompt, index, candidates, ids, keys)
+            second = await self._candidate_row((*as_segments(prompt), then), index, then_candidates,
                                          then_ids, then_keys)
             return first, second
 
@@ -473,9 +653,9 @@ class OpenAIJudge(TokenizerJudge):
         for p in prompts:
             as_segments(p)
 
-        def one(item: tuple[int, Prompt]) -> str:
+        async def one(item: tuple[int, Prompt]) -> str:
             index, prompt = item
-            data, url = self._post("/v1/completions", self._payload(prompt, max_new_tokens))
+            data, url = await self._post("/v1/completions", self._payload(prompt, max_new_tokens))
             try:
                 text = data["choices"][0]["text"]
             except (KeyError, IndexError, TypeError):
@@ -495,9 +675,10 @@ class OpenAIJudge(TokenizerJudge):
             JudgeError: the server cannot be reached or answers an error.
         """
         url = self.base_urls[0] + "/v1/models"
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         try:
-            response = self._session().get(url, timeout=timeout or self.timeout)
-        except self._requests.RequestException as exc:
+            response = self._httpx.get(url, headers=headers, timeout=timeout or self.timeout)
+        except self._httpx.HTTPError as exc:
             raise JudgeError(f"cannot reach {url}: {exc}") from exc
         if response.status_code != 200:
             raise JudgeError(f"{url} answered HTTP {response.status_code}: "

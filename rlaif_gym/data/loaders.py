@@ -12,9 +12,10 @@ Three sources, chosen by ``source=``:
 
 ``source="auto"`` (the default) uses the data folder when one is given or set in the
 environment, else the hub (skipped when ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` is true),
-else the sample, announcing the fallback with a :class:`DataSourceWarning`. Without network
-and without ``HF_HUB_OFFLINE=1``, ``huggingface_hub`` retries for about 20 s per dataset before
-the fallback happens; set the variable (or pass ``source=``) to skip that wait.
+else the sample, announcing the fallback with a :class:`DataSourceWarning`. Without network,
+one quick connection attempt (:func:`hub_reachable`, at most 3 s, once per process) finds the
+hub unreachable before the hub client would retry for about 20 s per dataset; set
+``HF_HUB_OFFLINE=1`` (or pass ``source=``) to skip even that.
 
 Every source goes through the same row -> record functions (:func:`post_from_row`,
 :func:`comparison_from_row`, :func:`hh_pair_from_row`, :func:`pair_from_row`).
@@ -372,6 +373,41 @@ def _offline_reason() -> str | None:
     return None
 
 
+#: Seconds :func:`hub_reachable` waits for a connection to the hub.
+HUB_PROBE_TIMEOUT = 3.0
+_hub_probe: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub (``$HF_ENDPOINT``, default
+    huggingface.co, port 443) opens within ``timeout`` seconds. Asked once per process and
+    endpoint; the answer is cached, so an offline machine pays the wait once instead of the
+    hub client's retries (about 20 s per dataset)."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if endpoint not in _hub_probe:
+        url = urlparse(endpoint)
+        host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme !=
+                                                                      "http" else 80)
+        result: list[bool] = []
+
+        def probe() -> None:
+            try:
+                socket.create_connection((host, port), timeout=timeout).close()
+                result.append(True)
+            except OSError:
+                result.append(False)
+
+        thread = threading.Thread(target=probe, daemon=True)  # DNS has no timeout of its own
+        thread.start()
+        thread.join(timeout + 0.5)
+        _hub_probe[endpoint] = bool(result and result[0])
+    return _hub_probe[endpoint]
+
+
 def _hub_load(repo: str, split: str, **kwargs: Any) -> Iterable[Mapping[str, Any]]:
     """``datasets.load_dataset(repo, split=split, **kwargs)``; any failure (no network,
     package missing, unknown repo) becomes :class:`HubUnavailableError`."""
@@ -407,6 +443,9 @@ def _dispatch(what: str, split: object, data_dir: str | os.PathLike[str] | None,
         raise FileNotFoundError(f"source='local' needs a data folder: pass data_dir= or set "
                                 f"${ENV_DATA_DIR}; the folder is laid out as:\n{DATA_LAYOUT}")
     reason = _offline_reason()
+    if reason is None and not hub_reachable():
+        reason = (f"the Hugging Face Hub is not reachable (no connection within "
+                  f"{HUB_PROBE_TIMEOUT:.0f} s)")
     if reason is None:
         try:
             return hub()

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
+from rlaif_gym.files import display_path
+
 T = TypeVar("T")
 
 SourceKind = Literal["local", "hub", "sample"]
+
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,9 @@ class DataSource:
     location: str
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.location}"
+        if self.kind == "hub":
+            return f"{self.kind}:{self.location}"
+        return f"{self.kind}:{display_path(self.location)}"
 
 
 class RecordList(list, Generic[T]):

@@ -13,9 +13,7 @@ token ids, the spaces, action validation, decoding and the reward call.
 
 from __future__ import annotations
 
-import functools
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,17 +22,17 @@ import numpy as np
 from gymnasium import spaces
 
 from rlaif_gym.data.records import PromptRecord, RecordList
+from rlaif_gym.defaults import DEFAULT_POLICY
+from rlaif_gym.envs.config import EnvConfig
+from rlaif_gym.envs.decoding import completion_decoder
 from rlaif_gym.reward_protocol import RewardFunction, call_reward
 from rlaif_gym.reward_registry import make_reward
-from rlaif_gym.tasks import Task, get_task
+from rlaif_gym.tasks import get_task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["DEFAULT_POLICY", "EpisodeCore", "TextGenerationEnv"]
-
-#: Tokenizer used when neither ``policy`` nor ``tokenizer`` is given.
-DEFAULT_POLICY = "smollm2-135m-instruct"
+__all__ = ["EnvConfig", "EpisodeCore", "TextGenerationEnv"]
 
 _MARKER = "RLAIFGYMMARKER"
 
@@ -93,218 +91,9 @@ def default_stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...
     return tuple(ids)
 
 
-# -- fast completion decoding ------------------------------------------------------------------
-
-_DECODERS: weakref.WeakKeyDictionary[Any, dict[int, Callable[[np.ndarray], str]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _unicode_to_byte() -> dict[str, int]:
-    """Inverse of GPT-2's ``bytes_to_unicode`` (the alphabet of byte-level BPE tokens)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
-
-
-def _byte_table(tokenizer: Any, backend: Any, vocab_size: int) -> np.ndarray | None:
-    """Per token id, the bytes it contributes to ``decode(..., skip_special_tokens=True)``
-    of a byte-level BPE tokenizer, or None when the tokenizer is not one."""
-    if type(backend.decoder).__name__ != "ByteLevel":
-        return None
-    to_byte = _unicode_to_byte()
-    special = set(tokenizer.all_special_ids) | {
-        i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if tok.special
-    }
-    table = np.empty(vocab_size, dtype=object)
-    for i in range(vocab_size):
-        token = backend.id_to_token(i)
-        if token is None or i in special:
-            table[i] = b""
-        elif all(c in to_byte for c in token):
-            table[i] = bytes(to_byte[c] for c in token)
-        else:  # the ByteLevel decoder keeps a token with foreign characters as UTF-8
-            table[i] = token.encode("utf-8")
-    return table
-
-
-def _agree(decode: Any, reference: Callable[[list[int]], str],
-           vocab_size: int, special_ids: list[int]) -> bool:
-    """True when ``decode`` (and ``decode.batch``) and ``reference`` agree on random
-    sequences (seeded)."""
-    rng = np.random.default_rng(0)
-    sequences: list[np.ndarray] = []
-    for _ in range(64):
-        ids = rng.integers(0, vocab_size, size=int(rng.integers(0, 96)))
-        if special_ids:
-            spots = rng.random(ids.size) < 0.05
-            ids[spots] = rng.choice(special_ids, size=int(spots.sum()))
-        sequences.append(ids)
-    expected = [reference(ids.tolist()) for ids in sequences]
-    return [decode(ids) for ids in sequences] == expected and decode.batch(sequences) == expected
-
-
-def completion_decoder(tokenizer: Any, vocab_size: int) -> Callable[[np.ndarray], str]:
-    """A function ``ids (int array) -> tokenizer.decode(ids, skip_special_tokens=True)``,
-    as fast as the tokenizer allows (cached per tokenizer object and vocab size).
-
-    For byte-level BPE tokenizers (GPT-2, SmolLM2, Qwen, Llama 3) it joins per-token bytes
-    from a table (about 4x faster than the Rust decoder on random tokens); for other fast
-    tokenizers it calls the Rust backend directly. A shortcut is used only after it
-    reproduced ``tokenizer.decode`` on random sequences (seeded), the byte table also on
-    every single token id; otherwise ``tokenizer.decode`` itself is used.
-
-    The returned function also has a method ``batch(sequences) -> list[str]`` that decodes
-    several id arrays at once with the same result as calling it on each (the byte table
-    gathers the bytes of all sequences in one NumPy operation).
-    """
-    cache = _DECODERS.setdefault(tokenizer, {}) if _weakrefable(tokenizer) else {}
-    if vocab_size not in cache:
-        try:
-            cache[vocab_size] = _fast_decoder(tokenizer, vocab_size)
-        except Exception:  # noqa: BLE001 - a shortcut that fails its checks is not used
-            cache[vocab_size] = None  # type: ignore[assignment]
-        if cache[vocab_size] is None:
-            cache[vocab_size] = _SlowDecoder(tokenizer)
-    return cache[vocab_size]
-
-
-class _SlowDecoder:
-    """``tokenizer.decode(ids, skip_special_tokens=True)``, one sequence at a time."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self, ids: np.ndarray) -> str:
-        return self.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
-
-    def batch(self, sequences: Sequence[np.ndarray]) -> list[str]:
-        return [self(ids) for ids in sequences]
-
-
-class _RustDecoder:
-    """The Rust backend's ``decode`` / ``decode_batch`` (special tokens skipped)."""
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-
-    def __call__(self, ids: np.ndarray) -> str:
-        return self.backend.decode(ids.tolist(), skip_special_tokens=True)
-
-    def batch(self, sequences: Sequence[np.ndarray]) -> list[str]:
-        return self.backend.decode_batch([ids.tolist() for ids in sequences],
-                                         skip_special_tokens=True)
-
-
-class _ByteTableDecoder:
-    """Decodes byte-level BPE ids by concatenating per-token bytes, then UTF-8 decoding
-    (invalid bytes replaced, as the ByteLevel decoder does).
-
-    Args:
-        table: object array ``(vocab_size,)`` of ``bytes``, each token's bytes (``b""`` for
-            special tokens).
-    """
-
-    def __init__(self, table: np.ndarray) -> None:
-        self.table = table
-        lengths = np.fromiter((len(b) for b in table), dtype=np.int64, count=table.size)
-        #: all tokens' bytes, back to back
-        self.flat = np.frombuffer(b"".join(table.tolist()), dtype=np.uint8)
-        starts = np.cumsum(lengths) - lengths
-        if lengths.size and (lengths.max() > 255 or self.flat.size >= 1 << 23):
-            raise ValueError("byte table too large to pack")  # then the Rust decoder is used
-        #: per token ``start << 8 | length`` (int32: one small table for a cache-cold gather)
-        self.packed = ((starts << 8) | lengths).astype(np.int32)
-
-    def __call__(self, ids: np.ndarray) -> str:
-        return b"".join(self.table[ids]).decode("utf-8", errors="replace")
-
-    @staticmethod
-    def _gather_index(packed: np.ndarray, n_bytes: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Positions in :attr:`flat` of every output byte, int32 ``(ends[-1],)``: a cumulative
-        sum of steps that are 1 inside a token and jump to the next token's start at its
-        first output byte (cheaper than ``np.repeat`` of per-token offsets)."""
-        total = int(ends[-1]) if ends.size else 0
-        if total == 0:
-            return np.zeros(0, dtype=np.int32)
-        nonempty = packed[n_bytes > 0]
-        starts, sizes = nonempty >> 8, nonempty & 255
-        steps = np.ones(total, dtype=np.int32)
-        steps[0] = starts[0]
-        first_out = np.cumsum(sizes[:-1], dtype=np.int32)  # output start of tokens 1, 2, ...
-        steps[first_out] = starts[1:] - starts[:-1] - sizes[:-1] + 1
-        return np.cumsum(steps, dtype=np.int32)
-
-    #: Below this many tokens in all, :meth:`batch` joins per sequence (NumPy's fixed costs
-    #: would dominate the one gather).
-    BATCH_MIN_TOKENS = 2048
-
-    def batch(self, sequences: Sequence[np.ndarray]) -> list[str]:
-        """``[self(ids) for ids in sequences]``, with one gather of all their bytes when
-        there are enough tokens for it to pay."""
-        if len(sequences) < 2 or sum(ids.size for ids in sequences) < self.BATCH_MIN_TOKENS:
-            return [self(ids) for ids in sequences]
-        return self._batch_gather(sequences)
-
-    def _batch_gather(self, sequences: Sequence[np.ndarray]) -> list[str]:
-        """One gather of the bytes of all ``sequences`` (at least one), then one UTF-8
-        decode each."""
-        packed = self.packed.take(np.concatenate(sequences))
-        n_bytes = packed & 255
-        ends = np.cumsum(n_bytes, dtype=np.int32)  # output end of each token's bytes
-        data = self.flat.take(self._gather_index(packed, n_bytes, ends)).tobytes()
-        token_ends = np.cumsum([ids.size for ids in sequences])
-        byte_ends = np.concatenate(([0], ends))[token_ends].tolist()
-        texts: list[str] = []
-        start = 0
-        for end in byte_ends:
-            texts.append(data[start:end].decode("utf-8", errors="replace"))
-            start = end
-        return texts
-
-
-def _fast_decoder(tokenizer: Any, vocab_size: int) -> Callable[[np.ndarray], str] | None:
-    """The byte-table or Rust-backend decoder when it agrees with ``tokenizer.decode``."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", False):
-        return None  # not a fast tokenizer, or transformers post-processes the text
-    special = sorted(set(tokenizer.all_special_ids))
-    reference = functools.partial(tokenizer.decode, skip_special_tokens=True)
-
-    rust = _RustDecoder(backend)
-    if not _agree(rust, reference, len(tokenizer), special):
-        return None
-    table = _byte_table(tokenizer, backend, vocab_size)
-    if table is None:
-        return rust
-    try:
-        joined = _ByteTableDecoder(table)
-    except ValueError:
-        return rust
-    singles = backend.decode_batch([[i] for i in range(vocab_size)], skip_special_tokens=True)
-    one_each = [np.array([i]) for i in range(vocab_size)]
-    if (
-        [joined(ids) for ids in one_each] == singles
-        and joined._batch_gather(one_each) == singles
-        and _agree(joined, reference, vocab_size, special)
-    ):
-        return joined
-    return rust
-
-
-def _weakrefable(obj: object) -> bool:
-    try:
-        weakref.ref(obj)
-    except TypeError:
-        return False
-    return True
+def _check_render_mode(render_mode: str | None, valid: Sequence[str]) -> None:
+    if render_mode is not None and render_mode not in valid:
+        raise ValueError(f"render_mode must be None or one of {list(valid)}, got {render_mode!r}")
 
 
 def _is_int_like(value: object) -> bool:
@@ -326,37 +115,31 @@ class EpisodeCore:
     non-padding tokens. Actions are token ids in ``[0, vocab_size)``.
     """
 
-    def __init__(
-        self,
-        *,
-        task: str | Task = "tldr",
-        reward: object = "none",
-        reward_options: dict[str, Any] | None = None,
-        policy: str | Path | None = DEFAULT_POLICY,
-        tokenizer: Any = None,
-        split: str = "test",
-        data_dir: str | Path | None = None,
-        source: str = "auto",
-        max_prompt_tokens: int = 512,
-        max_new_tokens: int = 64,
-        stop_token_ids: Sequence[int] | None = None,
-        vocab_size: int | None = None,
-        prompts: Sequence[PromptRecord] | None = None,
-        reward_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        for name, value in (("max_prompt_tokens", max_prompt_tokens),
-                            ("max_new_tokens", max_new_tokens)):
+    def __init__(self, config: EnvConfig) -> None:
+        """Build the shared state from ``config`` (see :class:`EnvConfig`).
+
+        Raises:
+            ValueError: a bad option (lengths, vocabulary, no prompts, unknown task).
+            TypeError: reward options the reward does not take.
+        """
+        for name in ("max_prompt_tokens", "max_new_tokens"):
+            value = getattr(config, name)
             if not _is_int_like(value) or int(value) < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.task = get_task(task)
-        self.tokenizer = resolve_tokenizer(policy, tokenizer)
-        self.max_prompt_tokens = int(max_prompt_tokens)
-        self.max_new_tokens = int(max_new_tokens)
+        self.config = config
+        self.task = get_task(config.task)
+        self.tokenizer = resolve_tokenizer(config.policy, config.tokenizer)
+        self.max_prompt_tokens = int(config.max_prompt_tokens)
+        self.max_new_tokens = int(config.max_new_tokens)
         self.max_len = self.max_prompt_tokens + self.max_new_tokens
-        self.prompts = self._load_prompts(prompts, split, data_dir, source)
+        self.prompts = self._load_prompts(config.prompts, config.split, config.data_dir,
+                                          config.source)
         self.data_source = str(getattr(self.prompts, "source", "custom"))
-        self.reward_fn = self._make_reward(reward, reward_options, reward_kwargs or {})
+        # a named reward that judges with a task-specific prompt gets this env's task
+        self.reward_fn = make_reward(config.reward, context={"task": self.task.name},
+                                     **config.reward_options)
 
+        vocab_size, stop_token_ids = config.vocab_size, config.stop_token_ids
         n_tokens = len(self.tokenizer)
         self.vocab_size = n_tokens if vocab_size is None else int(vocab_size)
         if self.vocab_size < n_tokens:
@@ -408,22 +191,6 @@ class EpisodeCore:
         if len(records) == 0:
             raise ValueError(f"task {self.task.name!r}: no prompts (split={split!r})")
         return records
-
-    def _make_reward(
-        self, reward: object, reward_options: dict[str, Any] | None, reward_kwargs: dict[str, Any]
-    ) -> RewardFunction:
-        options = dict(reward_options or {})
-        clash = sorted(set(options) & set(reward_kwargs))
-        if clash:
-            raise TypeError(f"reward options {clash} given both in reward_options and as kwargs")
-        options.update(reward_kwargs)
-        if options and (reward is None or reward == "none"):
-            raise TypeError(
-                f"unexpected keyword arguments {sorted(options)}: the reward 'none' takes no "
-                "options (extra keyword arguments of the env are passed to the reward)"
-            )
-        # a named reward that judges with a task-specific prompt gets this env's task
-        return make_reward(reward, context={"task": self.task.name}, **options)
 
     # -- prompts -----------------------------------------------------------------------------
 
@@ -594,24 +361,10 @@ class TextGenerationEnv(gym.Env[dict[str, Any], int]):
     """One text-generation episode per prompt; actions are token ids.
 
     Args:
-        task: ``"tldr"``, ``"helpful"`` or ``"harmless"`` (or a :class:`~rlaif_gym.tasks.Task`).
-        reward: anything :func:`rlaif_gym.reward_registry.make_reward` accepts (a name such as
-            ``"direct"``, a :class:`~rlaif_gym.reward_protocol.RewardFunction`, a callable
-            ``(prompts, completions) -> scores``). Default ``"none"`` (always 0). The
-            ``"direct"`` reward gets this env's task as its ``task`` option unless given.
-        reward_options: keyword options for a named reward; extra keyword arguments of
-            this constructor are added to them.
-        policy: tokenizer spec of the policy (see :func:`rlaif_gym.models.load_tokenizer`).
-        tokenizer: a tokenizer object (or spec), used instead of ``policy``.
-        split, data_dir, source: which prompts to load (see :mod:`rlaif_gym.data`).
-        max_prompt_tokens: prompts are truncated to this many tokens (task specific).
-        max_new_tokens: the episode ends after this many generated tokens.
-        stop_token_ids: tokens that end the episode; default EOS plus the chat
-            template's end-of-turn token.
-        vocab_size: size of the action space; default ``len(tokenizer)``. Pass the model's
-            ``config.vocab_size`` when its embedding is larger (Qwen).
-        render_mode: ``"ansi"`` or None.
-        prompts: use these :class:`PromptRecord` instead of loading the task's data.
+        config: an :class:`~rlaif_gym.envs.config.EnvConfig` (default: the defaults).
+        **options: its fields as keyword arguments (``task``, ``reward``, ``policy``,
+            ``split``, ``max_new_tokens``...); any other keyword is an option of the reward
+            (``judge=...`` for ``reward="direct"``).
 
     Observation: ``{"tokens": int64 (max_prompt_tokens + max_new_tokens,), "length": int}``,
     the prompt plus the tokens generated so far, right-padded with the pad id.
@@ -622,37 +375,11 @@ class TextGenerationEnv(gym.Env[dict[str, Any], int]):
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(
-        self,
-        task: str | Task = "tldr",
-        reward: object = "none",
-        reward_options: dict[str, Any] | None = None,
-        policy: str | Path | None = DEFAULT_POLICY,
-        tokenizer: Any = None,
-        split: str = "test",
-        data_dir: str | Path | None = None,
-        source: str = "auto",
-        max_prompt_tokens: int = 512,
-        max_new_tokens: int = 64,
-        stop_token_ids: Sequence[int] | None = None,
-        vocab_size: int | None = None,
-        render_mode: str | None = None,
-        prompts: Sequence[PromptRecord] | None = None,
-        **reward_kwargs: Any,
-    ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                f"got {render_mode!r}"
-            )
-        self.render_mode = render_mode
-        self.core = EpisodeCore(
-            task=task, reward=reward, reward_options=reward_options, policy=policy,
-            tokenizer=tokenizer, split=split, data_dir=data_dir, source=source,
-            max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
-            stop_token_ids=stop_token_ids, vocab_size=vocab_size, prompts=prompts,
-            reward_kwargs=reward_kwargs,
-        )
+    def __init__(self, config: EnvConfig | None = None, **options: Any) -> None:
+        config = EnvConfig.from_options(config, **options)
+        _check_render_mode(config.render_mode, self.metadata["render_modes"])
+        self.render_mode = config.render_mode
+        self.core = EpisodeCore(config)
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
         self.data_source = self.core.data_source

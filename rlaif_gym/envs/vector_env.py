@@ -40,7 +40,6 @@ the same step share one reward call. With ``k = 1`` (default) nothing changes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,9 +48,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from rlaif_gym.data.records import PromptRecord, RecordList
-from rlaif_gym.envs.text_env import DEFAULT_POLICY, EpisodeCore
+from rlaif_gym.envs.config import EnvConfig
+from rlaif_gym.envs.text_env import EpisodeCore, _check_render_mode
 from rlaif_gym.reward_protocol import RewardFunction
-from rlaif_gym.tasks import Task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -83,11 +82,15 @@ def _empty_info_array(value: Any, num_envs: int) -> np.ndarray:
 class TextGenerationVectorEnv(VectorEnv):
     """``num_envs`` text-generation episodes stepped together; actions ``(num_envs,)`` ints.
 
-    Takes the keyword arguments of :class:`TextGenerationEnv` plus ``num_envs`` and
-    ``autoreset_mode`` (an :class:`~gymnasium.vector.AutoresetMode` or its string value) and
-    ``copy`` (default True, as in ``SyncVectorEnv``: every observation is a fresh array;
-    False returns read-only views of the env's buffers that the next ``step``/``reset``
-    overwrites, for callers that consume an observation before stepping again).
+    Takes ``num_envs``, the env options of :class:`~rlaif_gym.envs.config.EnvConfig` (as
+    ``config=`` or keyword arguments; other keywords are reward options, as for
+    :class:`TextGenerationEnv`), ``autoreset_mode`` (an
+    :class:`~gymnasium.vector.AutoresetMode` or its string value), ``group_size`` (k
+    sub-envs per prompt, scored in one reward call: module doc; default 1) and ``copy``
+    (default True,
+    as in ``SyncVectorEnv``: every observation is a fresh array; False returns read-only
+    views of the env's buffers that the next ``step``/``reset`` overwrites, for callers that
+    consume an observation before stepping again).
 
     Observation: ``{"tokens": int64 (num_envs, max_len), "length": int64 (num_envs,)}``.
     """
@@ -101,24 +104,12 @@ class TextGenerationVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int = 1,
-        task: str | Task = "tldr",
-        reward: object = "none",
-        reward_options: dict[str, Any] | None = None,
-        policy: str | Path | None = DEFAULT_POLICY,
-        tokenizer: Any = None,
-        split: str = "test",
-        data_dir: str | Path | None = None,
-        source: str = "auto",
-        max_prompt_tokens: int = 512,
-        max_new_tokens: int = 64,
-        stop_token_ids: Sequence[int] | None = None,
-        vocab_size: int | None = None,
-        render_mode: str | None = None,
-        prompts: Sequence[PromptRecord] | None = None,
+        config: EnvConfig | None = None,
+        *,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         copy: bool = True,
         group_size: int = 1,
-        **reward_kwargs: Any,
+        **options: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or (
             num_envs < 1
@@ -129,11 +120,8 @@ class TextGenerationVectorEnv(VectorEnv):
         ):
             raise ValueError(f"group_size must be a positive int that divides num_envs="
                              f"{num_envs}, got {group_size!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}, "
-                f"got {render_mode!r}"
-            )
+        config = EnvConfig.from_options(config, **options)
+        _check_render_mode(config.render_mode, self.metadata["render_modes"])
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError as exc:
@@ -143,17 +131,11 @@ class TextGenerationVectorEnv(VectorEnv):
             ) from exc
         self.autoreset_mode = mode
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
-        self.render_mode = render_mode
+        self.render_mode = config.render_mode
         self.num_envs = int(num_envs)
         #: sub-envs per group: they share a prompt and are scored together (module doc)
         self.group_size = int(group_size)
-        self.core = EpisodeCore(
-            task=task, reward=reward, reward_options=reward_options, policy=policy,
-            tokenizer=tokenizer, split=split, data_dir=data_dir, source=source,
-            max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens,
-            stop_token_ids=stop_token_ids, vocab_size=vocab_size, prompts=prompts,
-            reward_kwargs=reward_kwargs,
-        )
+        self.core = EpisodeCore(config)
         self.data_source = self.core.data_source
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
@@ -468,10 +450,9 @@ class TextGenerationVectorEnv(VectorEnv):
                 ended = np.zeros(n, dtype=bool)
                 ended[done] = True
             if done:
-                infos = self._finish(done, rewards, infos)
-                if self.autoreset_mode != AutoresetMode.SAME_STEP:
-                    self._pending = done
-            self._update_steps_to_limit()
+                infos = self._finish_rows(done, rewards, infos, frozen=[])
+            else:
+                self._update_steps_to_limit()
         return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
 
     def _update_steps_to_limit(self) -> None:
@@ -522,13 +503,30 @@ class TextGenerationVectorEnv(VectorEnv):
                 ended[:] = False
                 ended[done] = True
         if done:
-            infos = self._finish(done, rewards, infos)
-        if done and self.autoreset_mode != AutoresetMode.SAME_STEP:
-            self._pending = sorted(set(done) | set(kept))
+            infos = self._finish_rows(done, rewards, infos, frozen=list(kept))
         else:
             self._pending = list(kept)
-        self._update_steps_to_limit()
+            self._update_steps_to_limit()
         return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
+
+    def _finish_rows(self, rows: list[int], rewards: np.ndarray, infos: dict[str, Any],
+                     frozen: list[int]) -> dict[str, Any]:
+        """:meth:`_finish` with the env's state right whatever the reward does.
+
+        Contract: the episodes of ``rows`` ended in this step. If the reward raises, they
+        still ended: the exception propagates, their rewards are lost, and they await a
+        reset like any ended episode (the next step autoresets them in ``NEXT_STEP`` and
+        ``SAME_STEP`` mode; in ``DISABLED`` mode they stay frozen until a masked reset).
+        The other sub-envs go on; ``reset()`` is always allowed.
+        """
+        self._pending = sorted(set(rows) | set(frozen))  # what holds if the reward raises
+        try:
+            infos = self._finish(rows, rewards, infos)
+        finally:
+            self._update_steps_to_limit()
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            self._pending = list(frozen)  # _finish has reset the ended rows
+        return infos
 
     def _finish(self, rows: list[int], rewards: np.ndarray, infos: dict[str, Any]
                 ) -> dict[str, Any]:

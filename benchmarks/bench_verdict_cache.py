@@ -1,0 +1,96 @@
+"""The verdict cache, side by side: the same pairwise judging twice against a real judge
+behind HTTP, the second time with a new judge client on the same cache file (a repeated
+evaluation, or a resumed run).
+
+The judge (``--judge``, default the packaged Qwen2.5-Coder-0.5B) is served by a local
+transformers-backed OpenAI-compatible server (``_completion_stub.py``, float32, one torch
+thread, vLLM-style candidate ids); :func:`rewards.evaluation.judge_pairwise` labels ``--n``
+TL;DR pairs (human-labeled summary pairs, both orders: 2 requests per pair) through
+:class:`rewards.judges.openai_judge.OpenAIJudge` with ``verdict_cache=``. Prints the server's
+request count and the wall time of each pass, the time ratio, and the largest difference of
+``p_first`` between the passes (0.0: the same numbers). Run from the repo root::
+
+    PYTHONPATH=. python benchmarks/bench_verdict_cache.py --n 20 \\
+        --out reports/verdict_cache_qwen0.5b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _completion_stub import CompletionStub  # noqa: E402
+from _report import command_line, write_json  # noqa: E402
+
+from rewards.evaluation import judge_pairwise  # noqa: E402
+from rewards.judges.openai_judge import OpenAIJudge  # noqa: E402
+from rlaif_gym.data import load_preference_pairs  # noqa: E402
+from rlaif_gym.models import load_causal_lm, load_tokenizer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--judge", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--n", type=int, default=20, help="pairs (2 judge prompts each)")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--out", default=None, help="JSON result file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    pairs = load_preference_pairs("tldr", data_dir=args.data_dir, high_confidence=True,
+                                  source="local", limit=args.n)
+    contexts = [p.context for p in pairs]
+    a, b = [p.responses[0] for p in pairs], [p.responses[1] for p in pairs]
+    tokenizer = load_tokenizer(args.judge)
+    model = load_causal_lm(args.judge, dtype="float32", num_threads=1).eval()
+    passes = []
+    with tempfile.TemporaryDirectory() as tmp, CompletionStub(model, tokenizer) as stub:
+        cache = Path(tmp) / "verdicts.sqlite"
+        for name in ("first", "repeat"):
+            before = stub.requests
+            judge = OpenAIJudge(tokenizer, stub.url, server="vllm", top_logprobs=2,
+                                max_concurrency=args.concurrency, verdict_cache=cache,
+                                name=args.judge)
+            started = time.perf_counter()
+            labels = list(judge_pairwise(judge, "tldr", contexts, a, b))
+            seconds = time.perf_counter() - started
+            stats = judge.stats.snapshot()
+            judge.close()
+            passes.append({"pass": name, "server_requests": stub.requests - before,
+                           "seconds": seconds, "cache_hits": stats.cache_hits,
+                           "cache_misses": stats.cache_misses, "calls": stats.calls,
+                           "p_first": [x.p_first for x in labels]})
+    first, repeat = passes
+    diff = max(abs(x - y) for x, y in zip(first["p_first"], repeat["p_first"], strict=True))
+    result = {
+        "command": command_line(__file__, argv),
+        "judge": args.judge, "pairs": len(pairs), "judge_prompts": 2 * len(pairs),
+        "server": "transformers-backed OpenAI-compatible stub, float32, 1 torch thread",
+        "passes": [{k: v for k, v in p.items() if k != "p_first"} for p in passes],
+        "max_abs_diff_p_first": diff,
+        "time_ratio_first_over_repeat": first["seconds"] / repeat["seconds"],
+    }
+    for p in result["passes"]:
+        print(f"{p['pass']:>7}: {p['server_requests']} server requests, {p['calls']} judge "
+              f"calls, {p['cache_hits']} cache hits, {p['seconds']:.2f} s")
+    print(f"max |p_first difference| = {diff}; first/repeat time = "
+          f"{result['time_ratio_first_over_repeat']:.0f}x")
+    if args.out:
+        write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
