@@ -21,7 +21,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Sequence
 
-from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput, call_reward
 
 __all__ = [
     "POSTPROCESSORS",
@@ -84,7 +84,13 @@ class PostprocessedReward(RewardFunction):
         self.fn = fn
         self.name = f"{inner.name}+{getattr(fn, '__name__', 'postprocess')}"
 
-    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
+    @property
+    def needs_references(self) -> bool:  # type: ignore[override]
+        """The inner reward's: references are passed through to it."""
+        return bool(getattr(self.inner, "needs_references", False))
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str],
+              references: Sequence[str | None] | None = None) -> RewardOutput:
         cleaned = []
         for text in completions:
             out = self.fn(text)
@@ -92,4 +98,4 @@ class PostprocessedReward(RewardFunction):
                 raise TypeError(f"postprocess {self.fn!r} returned {type(out).__name__}, "
                                 "expected str")
             cleaned.append(out)
-        return self.inner(prompts, cleaned)
+        return call_reward(self.inner, prompts, cleaned, references)

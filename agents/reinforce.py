@@ -1,5 +1,6 @@
-"""Token-level REINFORCE with a learned value baseline and KL control (RLAIF, Lee et al. 2023,
-arXiv 2309.00267, Sec. 2 and Appendix A.3/F). All the math of one update lives in this file.
+"""Token-level REINFORCE with a learned value baseline (or a leave-one-out one) and KL control
+(RLAIF, Lee et al. 2023, arXiv 2309.00267, Sec. 2 and Appendix A.3/F). All the math of one
+update lives in this file.
 
 The MDP
 -------
@@ -61,6 +62,20 @@ loss weight to balance against ``L_PG``); the separate model keeps the two objec
 matching the paper. The cost is memory: policy, reference and value model (3 copies of the
 weights) plus two AdamW states. Models run in eval mode during updates (no dropout): the recomputed
 log-probs are then those of the policy that sampled.
+
+Leave-one-out baseline (``baseline="loo"``, RLOO: Kool et al. 2019, Ahmadian et al. 2024)
+-----------------------------------------------------------------------------------------
+With k >= 2 completions of the same prompt (a group: ``k`` consecutive episodes of the
+batch), each completion's baseline is the mean return of the OTHER k - 1 of its group::
+
+    b_i = 1/(k-1) * sum_{j in group(i), j != i} R_j
+    A_i = R_i - b_i = k/(k-1) * (R_i - mean_{j in group(i)} R_j)
+    L_PG = - mean_i [ sum_t mask_it * logp_it * stopgrad(A_i) ]
+
+``R`` is the same KL-penalized return as above. ``b_i`` does not depend on ``y_i`` (the other
+samples are drawn independently given the prompt), so the gradient stays unbiased, and the
+advantages of a group sum to 0. No value model is built, stepped or stored: one backbone
+copy, its AdamW state and its forward/backward fewer than with ``baseline="value"``.
 """
 
 from __future__ import annotations
@@ -75,18 +90,24 @@ import torch
 from torch import nn
 
 __all__ = [
+    "BASELINES",
     "PackedEpisodes",
     "StepStats",
     "ValueModel",
     "completion_logits",
     "kl_penalized_reward",
+    "loo_baseline",
     "pack_episodes",
+    "policy_gradient_loss",
     "reinforce_losses",
     "reinforce_step",
     "sequence_kl",
     "token_logprobs",
 ]
 
+
+#: Accepted ``baseline`` values of :func:`reinforce_step` (and ``TrainConfig.baseline``).
+BASELINES: tuple[str, ...] = ("value", "loo")
 
 # --------------------------------------------------------------------------------------------
 # the math
@@ -168,6 +189,54 @@ def reinforce_losses(
     pg_loss = -(logp * advantage * mask).sum(dim=-1).mean()
     v_loss = ((returns - values).pow(2) * mask).sum(dim=-1).mean()
     return pg_loss, v_loss
+
+
+def loo_baseline(returns: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Leave-one-out baseline of each return within its group of ``group_size`` consecutive
+    sequences (module doc)::
+
+        b_i = 1/(k-1) * sum_{j in group(i), j != i} R_j  =  (sum_{j in group(i)} R_j - R_i) / (k-1)
+
+    Args:
+        returns: ``(B,)`` sequence returns ``R``, groups of ``k`` consecutive entries.
+        group_size: k >= 2.
+
+    Returns:
+        ``(B,)`` baselines (no gradient flows through them).
+
+    Raises:
+        ValueError: ``k < 2`` (with one sample per prompt there is no other sample to
+            average) or ``B`` not a multiple of ``k``.
+    """
+    k = int(group_size)
+    if k < 2:
+        raise ValueError(f"the leave-one-out baseline needs k >= 2 samples per prompt, got "
+                         f"k={group_size}: with one sample there is no other to average")
+    if returns.ndim != 1 or returns.shape[0] % k:
+        raise ValueError(f"returns must be (B,) with B a multiple of k={k}, got shape "
+                         f"{tuple(returns.shape)}")
+    grouped = returns.detach().view(-1, k)  # (B/k, k)
+    total = grouped.sum(dim=1, keepdim=True)  # sum_j R_j per group
+    return ((total - grouped) / (k - 1)).reshape(-1)  # (sum_j R_j - R_i) / (k - 1)
+
+
+def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """``L_PG = - mean_b [ sum_t mask_bt * logp_bt * stopgrad(A_b) ]`` with one advantage per
+    sequence (the leave-one-out ``A_i = R_i - b_i``, the same for all its tokens).
+
+    Args:
+        logp: ``(B, T)`` log-probs of the sampled tokens (with grad to the policy).
+        advantages: ``(B,)``; no gradient flows into them.
+        mask: ``(B, T)``, 1 for completion tokens.
+    """
+    _check_token_shapes(mask, logp=logp)
+    if advantages.shape != (mask.shape[0],):
+        raise ValueError(f"advantages has shape {tuple(advantages.shape)}, expected "
+                         f"({mask.shape[0]},)")
+    mask = mask.to(logp.dtype)
+    advantage = advantages.detach().to(logp.dtype)[:, None]  # A_b for every token
+    return -(logp * advantage * mask).sum(dim=-1).mean()
 
 
 def token_logprobs(
@@ -369,7 +438,9 @@ class StepStats:
     ``penalized_reward``: mean ``R``; ``completion_length``: tokens per completion;
     ``entropy``: mean per-token entropy of the tempered policy; ``pg_loss``, ``value_loss``;
     ``value_mean``: mean ``V(x_t)`` over tokens; ``policy_grad_norm``, ``value_grad_norm``
-    (before clipping).
+    (before clipping). With ``baseline="loo"`` there is no value model: ``value_mean`` is the
+    mean leave-one-out baseline ``b_i`` over sequences, ``value_loss`` and
+    ``value_grad_norm`` are 0.
     """
 
     reward: float
@@ -397,10 +468,10 @@ def _grad_norm(params: list[nn.Parameter], max_norm: float | None) -> float:
 
 def reinforce_step(
     policy: nn.Module,
-    value_model: ValueModel,
+    value_model: ValueModel | None,
     ref_policy: nn.Module,
     policy_optimizer: torch.optim.Optimizer,
-    value_optimizer: torch.optim.Optimizer,
+    value_optimizer: torch.optim.Optimizer | None,
     prompt_ids: list[np.ndarray],
     completion_ids: list[np.ndarray],
     rewards: np.ndarray,
@@ -411,8 +482,10 @@ def reinforce_step(
     pad_id: int,
     micro_batch_size: int | None = None,
     max_grad_norm: float | None = None,
+    baseline: str = "value",
+    group_size: int = 1,
 ) -> StepStats:
-    """One REINFORCE update of ``policy`` and ``value_model`` from B sampled episodes.
+    """One REINFORCE update of ``policy`` (and ``value_model``) from B sampled episodes.
 
     For each micro-batch (gradients accumulate; each is weighted by its share of B so the
     sum equals the full-batch mean)::
@@ -421,18 +494,28 @@ def reinforce_step(
         ref_logp = log pi_ref(a_t | x_t)     at ``temperature``  (no grad)
         KL(y)    = sum_t (logp - ref_logp)                       (detached)
         R        = (1 - kl_coef) * r - kl_coef * KL(y);  Z_t = R
-        L_PG, L_V = reinforce_losses(logp, V(x_t), R, mask)
+        value:  L_PG, L_V = reinforce_losses(logp, V(x_t), R, mask)
+        loo:    b = loo_baseline(R, k);  L_PG = policy_gradient_loss(logp, R - b, mask)
 
     then one optimiser step each (after optional gradient-norm clipping).
 
     Args:
+        value_model, value_optimizer: the value baseline (``None`` with ``"loo"``).
         prompt_ids, completion_ids: B int arrays (:class:`~agents.rollout.EpisodeBatch`).
         rewards: float ``(B,)`` raw rewards r.
         kl_coef: beta in [0, 1].
         n_actions: size of the action space (logits beyond it are ignored, as in sampling).
         pad_id: id used for padding (masked out, any valid id works).
-        micro_batch_size: sequences per forward/backward (None: all B at once).
+        micro_batch_size: sequences per forward/backward (None: all B at once); with
+            ``"loo"`` a multiple of ``group_size`` (a group's returns are needed together).
         max_grad_norm: clip each model's gradient norm to this (None: no clipping).
+        baseline: ``"value"`` (learned value model, the paper's) or ``"loo"`` (leave-one-out
+            mean of the group's other returns, module doc).
+        group_size: k, completions per prompt, consecutive in the batch (``"loo"``: k >= 2).
+
+    Raises:
+        ValueError: an unknown baseline; ``"loo"`` with ``k < 2``, B or the micro-batch not
+            a multiple of k; ``"value"`` without a value model.
     """
     n = len(prompt_ids)
     rewards_t = torch.as_tensor(np.asarray(rewards, dtype=np.float64), dtype=torch.float32)
@@ -441,9 +524,22 @@ def reinforce_step(
     chunk = n if micro_batch_size is None else int(micro_batch_size)
     if chunk < 1:
         raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    loo = baseline == "loo"
+    if loo:
+        if group_size < 2:
+            raise ValueError(f"baseline='loo' needs group_size >= 2 samples per prompt, got "
+                             f"{group_size}")
+        if n % group_size or chunk % group_size:
+            raise ValueError(f"baseline='loo': the batch ({n}) and the micro-batch ({chunk}) "
+                             f"must be multiples of group_size={group_size}")
+    elif value_model is None or value_optimizer is None:
+        raise ValueError("baseline='value' needs a value model and its optimizer")
     device = next(policy.parameters()).device
     policy_optimizer.zero_grad(set_to_none=True)
-    value_optimizer.zero_grad(set_to_none=True)
+    if value_optimizer is not None:
+        value_optimizer.zero_grad(set_to_none=True)
     totals = {"kl": 0.0, "penalized": 0.0, "pg": 0.0, "v": 0.0}
     entropy_sum = value_sum = 0.0
     token_count = 0.0
@@ -458,30 +554,39 @@ def reinforce_step(
         logp, entropy = token_logprobs(
             completion_logits(policy, packed, n_actions), packed.tokens, temperature
         )
-        values = value_model(packed.input_ids, packed.attention_mask, packed.position_ids,
-                             positions=packed.predicting_positions)
         kl = sequence_kl(logp.detach(), ref_logp, packed.mask)  # KL(y), (b,)
         returns = kl_penalized_reward(rewards_t[rows].to(device), kl, kl_coef)  # R, (b,)
-        pg_loss, v_loss = reinforce_losses(logp, values, returns, packed.mask)
+        if loo:
+            base = loo_baseline(returns, group_size)  # b_i, (b,)
+            pg_loss = policy_gradient_loss(logp, returns - base, packed.mask)  # A_i = R_i - b_i
+            v_loss = torch.zeros((), device=device)
+            value_sum += float(base.sum())
+        else:
+            values = value_model(packed.input_ids, packed.attention_mask,  # type: ignore[misc]
+                                 packed.position_ids, positions=packed.predicting_positions)
+            pg_loss, v_loss = reinforce_losses(logp, values, returns, packed.mask)
+            value_sum += float((values.detach() * packed.mask).sum())
         (weight * (pg_loss + v_loss)).backward()  # disjoint parameters: one backward
         totals["kl"] += kl.sum().item()
         totals["penalized"] += returns.sum().item()
         totals["pg"] += weight * pg_loss.item()
         totals["v"] += weight * v_loss.item()
         entropy_sum += float((entropy * packed.mask).sum())
-        value_sum += float((values.detach() * packed.mask).sum())
         token_count += float(packed.mask.sum())
     policy_params = [p for p in policy.parameters() if p.requires_grad]
-    value_params = [p for p in value_model.parameters() if p.requires_grad]
     policy_norm = _grad_norm(policy_params, max_grad_norm)
-    value_norm = _grad_norm(value_params, max_grad_norm)
+    value_norm = 0.0
+    if value_model is not None and not loo:
+        value_params = [p for p in value_model.parameters() if p.requires_grad]
+        value_norm = _grad_norm(value_params, max_grad_norm)
     if not (math.isfinite(policy_norm) and math.isfinite(value_norm)):
         raise FloatingPointError(
             f"non-finite gradient norm (policy {policy_norm}, value {value_norm}); "
             "lower the learning rate or set max_grad_norm"
         )
     policy_optimizer.step()
-    value_optimizer.step()
+    if value_optimizer is not None and not loo:
+        value_optimizer.step()
     lengths = np.array([len(c) for c in completion_ids], dtype=np.float64)
     return StepStats(
         reward=float(rewards_t.mean()),
@@ -492,7 +597,7 @@ def reinforce_step(
         entropy=entropy_sum / token_count,
         pg_loss=totals["pg"],
         value_loss=totals["v"],
-        value_mean=value_sum / token_count,
+        value_mean=value_sum / (n if loo else token_count),
         policy_grad_norm=policy_norm,
         value_grad_norm=value_norm,
     )

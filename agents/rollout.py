@@ -169,7 +169,9 @@ def collect_episodes(
             early are then frozen until the others finish, so every episode is scored by
             the reward exactly once. With ``NEXT_STEP`` the early finishers start new
             episodes that are thrown away (and may cost extra reward calls; a warning says
-            so).
+            so). A sub-env whose observation length does not grow in a step ignored its
+            action (held until the rest of its group ends, ``group_size > 1``): the action
+            is not part of its completion.
         temperature: sampling temperature (> 0); the paper samples at 0.9.
         seed: passed to ``envs.reset`` (prompt choice).
         generator: torch RNG for sampling (reproducible rollouts).
@@ -226,10 +228,13 @@ def collect_episodes(
         chosen_logp = logp.gather(-1, actions_t[:, None]).squeeze(-1).cpu().numpy()
         actions = actions_t.cpu().numpy().astype(np.int64)
 
-        _, step_rewards, terminated, truncated, infos = envs.step(actions)
+        obs, step_rewards, terminated, truncated, infos = envs.step(actions)
         steps += 1
         ended = (terminated | truncated) & ~done
-        for i in np.flatnonzero(~done):
+        new_lengths = np.array(obs["length"], dtype=np.int64)
+        took = ~done & (new_lengths > lengths)  # a held sub-env ignored its action
+        lengths = new_lengths
+        for i in np.flatnonzero(took):
             completions[i].append(int(actions[i]))
             logprobs[i].append(float(chosen_logp[i]))
         for i in np.flatnonzero(ended):

@@ -2,9 +2,16 @@
 
 One step::
 
-    batch  = collect_episodes(policy, envs, temperature)      # B episodes, one reward call
+    batch  = collect_episodes(policy, envs, temperature)      # B episodes (B/k prompts x k)
     stats  = reinforce_step(policy, value, reference, ...)    # see agents/reinforce.py
     metrics.csv  += one row                                    # flushed every step
+
+Groups: with ``samples_per_prompt = k > 1`` the vector env runs ``B / k`` groups of ``k``
+sub-envs (``group_size=k``): each group starts from one prompt of the schedule and its k
+completions reach the reward in ONE call when the last one ends (what group rewards such
+as ``"pairwise"`` need), and the k episodes are consecutive in the batch (what the
+leave-one-out baseline, ``baseline="loo"``, needs). ``baseline="value"`` (default) is the
+paper's learned value model; ``"loo"`` builds no value model at all.
 
 Run folder ``OUT``::
 
@@ -13,8 +20,8 @@ Run folder ``OUT``::
     OUT/curves.png          reward / KL / length / entropy / losses vs step
     OUT/checkpoint/         the latest checkpoint, replaced atomically:
         policy/             save_pretrained() weights + tokenizer (load_causal_lm(...) loads it)
-        value.safetensors   value model (backbone + scalar head)
-        trainer_state.pt    both optimizers, torch RNG states (global, sampling generator)
+        value.safetensors   value model (backbone + scalar head; not with baseline "loo")
+        trainer_state.pt    the optimizers, torch RNG states (global, sampling generator)
         state.json          step, python/numpy RNG states, prompt-schedule state, config
         metrics.csv         the metrics rows up to this step (restored on resume)
 
@@ -49,12 +56,18 @@ import numpy as np
 import torch
 
 from agents.postprocess import PostprocessedReward, get_postprocessor
-from agents.reinforce import StepStats, ValueModel, init_value_baseline, reinforce_step
+from agents.reinforce import (
+    BASELINES,
+    StepStats,
+    ValueModel,
+    init_value_baseline,
+    reinforce_step,
+)
 from agents.rollout import collect_episodes
 from rlaif_gym.defaults import DEFAULT_POLICY
 from rlaif_gym.errors import UsageError
 from rlaif_gym.files import atomic_path
-from rlaif_gym.reward_protocol import RewardFunction, RewardOutput
+from rlaif_gym.reward_protocol import RewardFunction, RewardOutput, call_reward
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -107,8 +120,17 @@ class TrainConfig:
         judge: judge model spec, passed as the ``"direct"`` reward's ``judge`` option (None:
             the reward's default judge).
         steps: total updates (one batch of ``batch_size`` episodes each).
-        batch_size: episodes per update (= the vector env's ``num_envs``).
-        micro_batch_size: sequences per forward/backward in the update (None: all).
+        batch_size: episodes per update (= the vector env's ``num_envs``); a multiple of
+            ``samples_per_prompt``.
+        samples_per_prompt: k, completions per prompt: the batch is ``batch_size / k``
+            prompts of the schedule, each sampled k times, and a prompt's k completions are
+            scored in one reward call (the vector env's ``group_size``).
+        baseline: ``"value"`` (the paper's learned value model) or ``"loo"`` (the
+            leave-one-out mean of the other k - 1 returns of the same prompt, as in RLOO;
+            needs ``samples_per_prompt >= 2``; no value model is built, stepped or saved:
+            ``value_lr`` and ``value_init`` are unused).
+        micro_batch_size: sequences per forward/backward in the update (None: all); with
+            ``baseline="loo"`` a multiple of ``samples_per_prompt``.
         lr, value_lr: AdamW learning rates of the policy and the value model.
         kl_coef: beta of ``(1 - beta) r - beta KL`` (paper: 0.05).
         temperature: sampling temperature, also used for the loss log-probs (paper: 0.9).
@@ -144,6 +166,8 @@ class TrainConfig:
     judge: str | None = None
     steps: int = 1000
     batch_size: int = 16
+    samples_per_prompt: int = 1
+    baseline: str = "value"
     micro_batch_size: int | None = None
     lr: float = 1e-5
     value_lr: float = 1e-5
@@ -175,8 +199,8 @@ class TrainConfig:
         Raises:
             UsageError: a bad value (a :class:`ValueError`).
         """
-        for name in ("steps", "batch_size", "checkpoint_every", "max_new_tokens",
-                     "max_prompt_tokens"):
+        for name in ("steps", "batch_size", "samples_per_prompt", "checkpoint_every",
+                     "max_new_tokens", "max_prompt_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be a positive int, got {value!r}")
@@ -194,6 +218,22 @@ class TrainConfig:
                                                    and self.max_grad_norm > 0):
             raise UsageError(f"max_grad_norm must be None or a finite number > 0, got "
                              f"{self.max_grad_norm!r}")
+        k = self.samples_per_prompt
+        if self.batch_size % k:
+            raise UsageError(f"batch_size={self.batch_size} must be a multiple of "
+                             f"samples_per_prompt={k} (batch_size / k prompts, k samples each)")
+        if self.baseline not in BASELINES:
+            raise UsageError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
+        if self.baseline == "loo":
+            if k < 2:
+                raise UsageError("baseline='loo' (leave-one-out) needs samples_per_prompt >= 2: "
+                                 "with one sample per prompt there are no other samples to "
+                                 f"average (got samples_per_prompt={k}); use "
+                                 "baseline='value' or sample k >= 2 per prompt")
+            if self.micro_batch_size is not None and self.micro_batch_size % k:
+                raise UsageError(f"baseline='loo': micro_batch_size={self.micro_batch_size} "
+                                 f"must be a multiple of samples_per_prompt={k} (a group's "
+                                 "returns are needed together)")
         if not 0.0 <= self.kl_coef <= 1.0:
             raise UsageError(f"kl_coef must be in [0, 1], got {self.kl_coef}")
         if self.temperature <= 0:
@@ -243,8 +283,13 @@ class PromptSchedule:
     num_prompts: int
     seed: int
 
-    def indices(self, step: int, batch_size: int) -> list[int]:
-        """Prompt indices of the ``batch_size`` episodes of update ``step`` (0-based)."""
+    def indices(self, step: int, batch_size: int, samples_per_prompt: int = 1) -> list[int]:
+        """Prompt indices of the ``batch_size`` episodes of update ``step`` (0-based): the
+        schedule's next ``batch_size / k`` prompts, each repeated ``k = samples_per_prompt``
+        times in a row (``[p0] * k + [p1] * k + ...``; k = 1: one prompt per episode)."""
+        if samples_per_prompt > 1:
+            per_step = batch_size // samples_per_prompt
+            return [i for i in self.indices(step, per_step) for _ in range(samples_per_prompt)]
         if self.num_prompts < 1:
             raise ValueError("the prompt set is empty")
         out: list[int] = []
@@ -277,10 +322,16 @@ class TimedReward(RewardFunction):
         self.name = inner.name
         self.seconds = 0.0
 
-    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
+    @property
+    def needs_references(self) -> bool:  # type: ignore[override]
+        """The inner reward's: references are passed through to it."""
+        return bool(getattr(self.inner, "needs_references", False))
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str],
+              references: Sequence[str | None] | None = None) -> RewardOutput:
         start = time.perf_counter()
         try:
-            return self.inner(prompts, completions)
+            return call_reward(self.inner, prompts, completions, references)
         finally:
             self.seconds += time.perf_counter() - start
 
@@ -315,6 +366,8 @@ def make_train_envs(config: TrainConfig, reward: Any, vocab_size: int, num_envs:
         data_dir=config.data_dir, max_prompt_tokens=config.max_prompt_tokens,
         max_new_tokens=config.max_new_tokens, vocab_size=vocab_size,
     )
+    if config.samples_per_prompt > 1:
+        kwargs["group_size"] = config.samples_per_prompt
     kwargs.update(config.env_options)
     return gym.make_vec(config.env_id, num_envs=num_envs,
                         vectorization_mode="vector_entry_point",
@@ -449,7 +502,7 @@ def _restore_rng_json(states: dict[str, Any]) -> None:
 
 
 def save_checkpoint(out_dir: Path, *, step: int, config: TrainConfig, policy, tokenizer,
-                    value_model: ValueModel, policy_opt, value_opt,
+                    value_model: ValueModel | None, policy_opt, value_opt,
                     generator: torch.Generator, schedule: PromptSchedule) -> Path:
     """Write ``out_dir/checkpoint`` atomically: build it in a temporary folder, then swap
     it in with renames (the previous one is kept as ``checkpoint.old`` until the swap is
@@ -463,13 +516,15 @@ def save_checkpoint(out_dir: Path, *, step: int, config: TrainConfig, policy, to
         policy.save_pretrained(tmp / "policy")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "policy")
-        save_file({k: v.detach().contiguous().cpu() for k, v in value_model.state_dict().items()},
-                  str(tmp / "value.safetensors"))
-        os.chmod(tmp / "value.safetensors", 0o644)
+        if value_model is not None:  # baseline "loo" has none
+            save_file({k: v.detach().contiguous().cpu()
+                       for k, v in value_model.state_dict().items()},
+                      str(tmp / "value.safetensors"))
+            os.chmod(tmp / "value.safetensors", 0o644)
         cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
         torch.save({
             "policy_optimizer": policy_opt.state_dict(),
-            "value_optimizer": value_opt.state_dict(),
+            "value_optimizer": None if value_opt is None else value_opt.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": cuda_states,
             "generator": generator.get_state(),
@@ -686,25 +741,32 @@ def train(config: TrainConfig,
         saved_state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
         _check_resume_config(config, saved_state["config"])
 
-    # models: reference (frozen initial policy), policy, value (backbone copy + head)
+    # models: reference (frozen initial policy), policy, value (backbone copy + head; none
+    # with the leave-one-out baseline)
     reference = load_causal_lm(config.policy, dtype=config.dtype, device=device)
     reference.requires_grad_(False)
     reference.eval()
     policy = copy.deepcopy(reference)
     policy.requires_grad_(True)
-    value_model = ValueModel.from_policy(reference)
-    value_model.requires_grad_(True)
-    value_model.eval()
+    value_model: ValueModel | None = None
+    if config.baseline == "value":
+        value_model = ValueModel.from_policy(reference)
+        value_model.requires_grad_(True)
+        value_model.eval()
     if checkpoint is not None:
         from safetensors.torch import load_file
 
         load_policy_weights(policy, checkpoint / "policy")
-        value_model.load_state_dict(load_file(str(checkpoint / "value.safetensors"),
-                                              device=str(device)))
+        if value_model is not None:
+            value_file = checkpoint / "value.safetensors"
+            if not value_file.is_file():
+                raise FileNotFoundError(f"{value_file} is missing: the checkpoint was saved "
+                                        "by a run with baseline='loo'")
+            value_model.load_state_dict(load_file(str(value_file), device=str(device)))
     policy_opt = torch.optim.AdamW(policy.parameters(), lr=config.lr,
                                    weight_decay=config.weight_decay)
-    value_opt = torch.optim.AdamW(value_model.parameters(), lr=config.value_lr,
-                                  weight_decay=config.weight_decay)
+    value_opt = None if value_model is None else torch.optim.AdamW(
+        value_model.parameters(), lr=config.value_lr, weight_decay=config.weight_decay)
 
     envs = make_train_envs(config, reward, int(policy.config.vocab_size), config.batch_size,
                            config.split)
@@ -729,7 +791,8 @@ def train(config: TrainConfig,
         trainer = torch.load(checkpoint / "trainer_state.pt", map_location="cpu",
                              weights_only=True)
         policy_opt.load_state_dict(trainer["policy_optimizer"])
-        value_opt.load_state_dict(trainer["value_optimizer"])
+        if value_opt is not None and trainer["value_optimizer"] is not None:
+            value_opt.load_state_dict(trainer["value_optimizer"])
         torch.set_rng_state(trainer["torch_rng"])
         if trainer["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(trainer["cuda_rng"])
@@ -762,17 +825,19 @@ def train(config: TrainConfig,
             t0, reward_seconds = time.perf_counter(), reward.seconds
             batch = collect_episodes(
                 policy, envs, temperature=config.temperature, generator=generator,
-                reset_options={"index": schedule.indices(step, config.batch_size)},
+                reset_options={"index": schedule.indices(step, config.batch_size,
+                                                         config.samples_per_prompt)},
             )
             t1 = time.perf_counter()
-            if step == 0 and config.value_init == "first-batch":
+            if step == 0 and config.value_init == "first-batch" and value_model is not None:
                 init_value_baseline(value_model, batch.rewards, config.kl_coef)
             stats = reinforce_step(
                 policy, value_model, reference, policy_opt, value_opt,
                 batch.prompt_ids, batch.completion_ids, batch.rewards,
                 kl_coef=config.kl_coef, temperature=config.temperature, n_actions=n_actions,
                 pad_id=pad_id, micro_batch_size=config.micro_batch_size,
-                max_grad_norm=config.max_grad_norm,
+                max_grad_norm=config.max_grad_norm, baseline=config.baseline,
+                group_size=config.samples_per_prompt,
             )
             t2 = time.perf_counter()
             row = {"step": step + 1, **dataclasses.asdict(stats),

@@ -1,4 +1,22 @@
-"""One training step: ours (``collect_episodes`` + ``reinforce_step``) vs TRL's ``RLOOTrainer``.
+"""One training step: ours (``collect_episodes`` + ``reinforce_step``) vs TRL's ``RLOOTrainer``
+or ``GRPOTrainer``.
+
+Two comparisons (flags ``--baseline`` and ``--trl-trainer``):
+
+* ``--baseline value --trl-trainer rloo`` (default, the README's row): ours with the paper's
+  value model against TRL's RLOO.
+* ``--baseline loo --trl-trainer grpo`` (issue #19): ``rlaif-gym train --baseline loo``
+  (the leave-one-out baseline over the k samples of a prompt, no value model; the env's
+  ``group_size=k``) against TRL's ``GRPOTrainer`` whose reward is the same rlaif-gym reward
+  through :func:`rlaif_gym.trl_reward.as_trl_reward`. The GRPO side runs like the RLOO side
+  below (same batch mapping, lengths, sampling, optimizer; GRPO's own advantage: group mean
+  and std).
+
+The reward (``--reward``) is the same function on both sides: ``lowercase`` (default, a
+cheap rule, so the step time is the trainers') or a registered rlaif-gym reward such as
+``pairwise`` or ``direct`` with ``--judge`` (then both sides also spend the judge's time:
+ours through the env, TRL through ``as_trl_reward`` with the dataset's ``task_input`` and
+``reference`` columns).
 
 One command runs both contenders with the same model (``--policy``, float32, CPU), the same
 tokenizer, the same prompt tokens, the same number of completions per step, the same
@@ -72,14 +90,12 @@ creation) is outside the timed window: TRL runs ``max_steps = 1 + reps`` steps i
 dataloader yields the prompts, before generation) and ``on_step_end`` (after the optimizer
 step, lr-scheduler step and ``zero_grad``; before logging). The first step is the warm-up.
 
-TRL is NOT a project dependency: install it outside the venv, e.g.::
-
-    .venv/bin/pip install --no-deps --target /work/trl-site trl accelerate psutil
-
-and run from the repo root (``--trl-site`` is prepended to ``sys.path``; default
-``/work/trl-site`` when it exists)::
+TRL comes with the ``trl`` extra (``pip install -e '.[trl]'``); ``--trl-site DIR`` prepends
+another installation to ``sys.path``. Run from the repo root::
 
     PYTHONPATH=. python benchmarks/bench_rloo.py --batch-size 4 --max-new-tokens 16 --threads 1
+    PYTHONPATH=. python benchmarks/bench_rloo.py --baseline loo --trl-trainer grpo \
+        --batch-size 4 --rloo-k 2 --max-new-tokens 16 --threads 1
 
 Only the TRL worker imports TRL, so ``--help`` and ``--worker ours`` work without it.
 
@@ -130,6 +146,38 @@ def trl_lowercase_fraction(prompts: list[str], completions: list[str],
     return lowercase_fraction(prompts, completions)
 
 
+def reward_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Options of a named ``--reward`` (judge, dtype, threads, anchor)."""
+    options: dict[str, Any] = {"judge": args.judge, "num_threads": args.threads}
+    if args.judge != "tiny-random":
+        options["dtype"] = args.judge_dtype
+    if args.reward == "pairwise":
+        options["anchor"] = args.anchor
+    return options
+
+
+def make_env_reward(args: argparse.Namespace):
+    """Our side's reward: the rule, or the named rlaif-gym reward."""
+    if args.reward == "lowercase":
+        return lowercase_fraction
+    from rlaif_gym.reward_registry import make_reward
+
+    return make_reward(args.reward, context={"task": "tldr"}, **reward_options(args))
+
+
+def make_trl_reward(args: argparse.Namespace):
+    """TRL's side: the same reward through :func:`rlaif_gym.trl_reward.as_trl_reward` (for
+    ``--trl-trainer grpo``; the RLOO comparison keeps its plain wrapper of the rule)."""
+    if args.reward == "lowercase" and args.trl_trainer == "rloo":
+        return trl_lowercase_fraction
+    from rlaif_gym.trl_reward import as_trl_reward
+
+    if args.reward == "lowercase":
+        return as_trl_reward(lowercase_fraction, task="tldr", name="lowercase_fraction")
+    return as_trl_reward(args.reward, task="tldr", num_generations=args.rloo_k,
+                         **reward_options(args))
+
+
 # --------------------------------------------------------------------------------------------
 # results
 
@@ -162,10 +210,10 @@ class Ours:
     """Our trainer state (policy, value model, reference, optimizers, env) and its step."""
 
     policy: torch.nn.Module
-    value_model: torch.nn.Module
+    value_model: torch.nn.Module | None
     reference: torch.nn.Module
     policy_opt: torch.optim.Optimizer
-    value_opt: torch.optim.Optimizer
+    value_opt: torch.optim.Optimizer | None
     envs: Any
     indices: list[int]
     expected_prompts: list[list[int]]
@@ -193,10 +241,12 @@ class Ours:
             batch.prompt_ids, batch.completion_ids, batch.rewards,
             kl_coef=self.args.beta, temperature=self.args.temperature,
             n_actions=int(self.envs.single_action_space.n), pad_id=int(core.pad_token_id),
-            max_grad_norm=self.args.max_grad_norm,
+            max_grad_norm=self.args.max_grad_norm, baseline=self.args.baseline,
+            group_size=self.args.rloo_k,
         )
         self.policy_opt.zero_grad(set_to_none=True)  # free the gradients (TRL does the same)
-        self.value_opt.zero_grad(set_to_none=True)
+        if self.value_opt is not None:
+            self.value_opt.zero_grad(set_to_none=True)
         _sync(device)
         t2 = time.perf_counter()
         _check_lengths("ours", batch.completion_lengths.tolist(), self.args.max_new_tokens)
@@ -207,9 +257,9 @@ class Ours:
             self.times.generation.append(t1 - t0)
 
 
-def build_envs(args: argparse.Namespace, tokenizer, vocab_size: int):
-    """Our vector env: B sub-envs, TL;DR prompts, exactly L steps (no stop tokens), the
-    shared reward."""
+def build_envs(args: argparse.Namespace, tokenizer, vocab_size: int, reward=None):
+    """Our vector env: B sub-envs in groups of k (``group_size``), TL;DR prompts, exactly L
+    steps (no stop tokens), the shared reward (``None``: the rule)."""
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode
 
@@ -219,9 +269,10 @@ def build_envs(args: argparse.Namespace, tokenizer, vocab_size: int):
     return gym.make_vec(
         TASK_ENV_IDS["tldr"], num_envs=args.batch_size,
         vectorization_mode="vector_entry_point", autoreset_mode=AutoresetMode.DISABLED,
-        reward=lowercase_fraction, tokenizer=tokenizer, split=args.split,
-        data_dir=args.data_dir, max_prompt_tokens=args.max_prompt_tokens,
+        reward=lowercase_fraction if reward is None else reward, tokenizer=tokenizer,
+        split=args.split, data_dir=args.data_dir, max_prompt_tokens=args.max_prompt_tokens,
         max_new_tokens=args.max_new_tokens, stop_token_ids=(), vocab_size=vocab_size,
+        group_size=args.rloo_k,
     )
 
 
@@ -249,21 +300,26 @@ def prompt_texts(envs, tokenizer, n_prompts: int) -> tuple[list[str], list[list[
 
 def build_ours(args: argparse.Namespace, envs, model_path: Path) -> Ours:
     """Our policy and frozen reference (both loaded from ``model_path``), value model (copy
-    of the initial backbone, as in :func:`agents.train.train`) and optimizers."""
+    of the initial backbone, as in :func:`agents.train.train`; none with ``--baseline loo``)
+    and optimizers."""
     from agents.reinforce import ValueModel
     from rlaif_gym.models import load_causal_lm
 
     policy = load_causal_lm(str(model_path), dtype="float32", device=args.device)
-    value_model = ValueModel.from_policy(policy)  # before any update: initial weights
+    value_model = None
+    if args.baseline == "value":
+        value_model = ValueModel.from_policy(policy)  # before any update: initial weights
     reference = load_causal_lm(str(model_path), dtype="float32", device=args.device)
     reference.requires_grad_(False)
     reference.eval()
     policy.requires_grad_(True)
     policy.eval()
-    value_model.requires_grad_(True)
-    value_model.eval()
+    value_opt = None
+    if value_model is not None:
+        value_model.requires_grad_(True)
+        value_model.eval()
+        value_opt = torch.optim.AdamW(value_model.parameters(), lr=args.lr, weight_decay=0.0)
     policy_opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=0.0)
-    value_opt = torch.optim.AdamW(value_model.parameters(), lr=args.lr, weight_decay=0.0)
     indices = group_indices(args.batch_size, args.rloo_k)
     core = envs.unwrapped.core
     expected = [core.prompt_ids(i).tolist() for i in indices]
@@ -292,12 +348,17 @@ def import_trl(site: str | None):
 
 
 def build_trl(args: argparse.Namespace, tokenizer, model_path: Path, texts: list[str],
-              expected_ids: list[list[int]], out_dir: str) -> tuple[Any, StepTimes]:
-    """An ``RLOOTrainer`` for ``1 + reps`` steps whose callback times each step after the
-    first (warm-up) one."""
+              expected_ids: list[list[int]], out_dir: str,
+              records: Sequence[Any] = ()) -> tuple[Any, StepTimes]:
+    """An ``RLOOTrainer`` or ``GRPOTrainer`` (``--trl-trainer``) for ``1 + reps`` steps whose
+    callback times each step after the first (warm-up) one. ``records``: the env's
+    :class:`PromptRecord` of each prompt (``task_input`` / ``reference`` columns)."""
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import RLOOConfig, RLOOTrainer
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    Config, Trainer = (GRPOConfig, GRPOTrainer) if args.trl_trainer == "grpo" else (
+        RLOOConfig, RLOOTrainer)
 
     times = StepTimes()
     pending_generation: list[float] = []
@@ -321,7 +382,7 @@ def build_trl(args: argparse.Namespace, tokenizer, model_path: Path, texts: list
                 times.step.append(seconds)
                 times.generation.append(sum(pending_generation))
 
-    config = RLOOConfig(
+    config = Config(
         output_dir=out_dir,
         per_device_train_batch_size=args.batch_size,
         num_generations=args.rloo_k,
@@ -335,7 +396,7 @@ def build_trl(args: argparse.Namespace, tokenizer, model_path: Path, texts: list
         learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
         optim="adamw_torch", weight_decay=0.0, max_grad_norm=args.max_grad_norm,
         bf16=False, fp16=False,
-        gradient_checkpointing=args.trl_gradient_checkpointing,
+        activation_checkpointing=args.trl_gradient_checkpointing,
         disable_dropout=True,
         shuffle_dataset=False,
         model_init_kwargs={"dtype": "float32"},
@@ -344,10 +405,14 @@ def build_trl(args: argparse.Namespace, tokenizer, model_path: Path, texts: list
         report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    dataset = Dataset.from_dict({"prompt": texts})
-    trainer = RLOOTrainer(model=str(model_path), reward_funcs=trl_lowercase_fraction,
-                          args=config, train_dataset=dataset, processing_class=tokenizer,
-                          callbacks=[StepTimer()])
+    columns: dict[str, list[Any]] = {"prompt": texts}
+    if records:
+        columns["task_input"] = [r.text for r in records]
+        columns["reference"] = [r.reference for r in records]
+    dataset = Dataset.from_dict(columns)
+    trainer = Trainer(model=str(model_path), reward_funcs=make_trl_reward(args),
+                      args=config, train_dataset=dataset, processing_class=tokenizer,
+                      callbacks=[StepTimer()])
 
     # Time the generation part (tokenize + generate + decode) and check prompts and lengths.
     generate = trainer._generate
@@ -356,13 +421,14 @@ def build_trl(args: argparse.Namespace, tokenizer, model_path: Path, texts: list
     def timed_generate(prompts: list):
         _sync(device)
         t0 = time.perf_counter()
-        prompt_ids, completion_ids, completions = generate(prompts)
+        result = generate(prompts)  # RLOO: 3 values, GRPO: 8; the ids come first
         _sync(device)
         pending_generation.append(time.perf_counter() - t0)
+        prompt_ids, completion_ids = result[0], result[1]
         if [list(p) for p in prompt_ids] != expected_batch:
             raise RuntimeError("TRL: prompt ids differ from the env's")
         _check_lengths("TRL", [len(c) for c in completion_ids], args.max_new_tokens)
-        return prompt_ids, completion_ids, completions
+        return result
 
     trainer._generate = timed_generate
     return trainer, times
@@ -403,6 +469,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="folder with trl/accelerate, prepended to sys.path")
     parser.add_argument("--trl-gradient-checkpointing", action="store_true",
                         help="keep TRL's default gradient checkpointing (ours has none)")
+    parser.add_argument("--baseline", choices=("value", "loo"), default="value",
+                        help="ours: the value model or the leave-one-out baseline")
+    parser.add_argument("--trl-trainer", choices=("rloo", "grpo"), default="rloo")
+    parser.add_argument("--reward", default="lowercase",
+                        help="'lowercase' (a rule) or a registered rlaif-gym reward name")
+    parser.add_argument("--judge", default="qwen2.5-coder-0.5b-instruct",
+                        help="judge of a named --reward")
+    parser.add_argument("--judge-dtype", default="float32")
+    parser.add_argument("--anchor", default="group", help="pairwise: group or reference")
     parser.add_argument("--worker", choices=("ours", "trl"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -411,7 +486,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.rloo_k < 2:
-        parser.error("--rloo-k must be >= 2 (RLOO's leave-one-out baseline)")
+        parser.error("--rloo-k must be >= 2 (RLOO's leave-one-out baseline, GRPO's groups)")
     if args.batch_size % args.rloo_k:
         parser.error(f"--batch-size {args.batch_size} must be a multiple of --rloo-k "
                      f"{args.rloo_k}")
@@ -439,7 +514,8 @@ def run_worker(args: argparse.Namespace) -> None:
     model_path = resolve_model_path(args.policy)
     tokenizer = load_tokenizer(args.policy)
     vocab_size = int(AutoConfig.from_pretrained(str(model_path)).vocab_size)
-    envs = build_envs(args, tokenizer, vocab_size)
+    envs = build_envs(args, tokenizer, vocab_size,
+                      make_env_reward(args) if args.worker == "ours" else None)
     texts, ids = prompt_texts(envs, tokenizer, args.batch_size // args.rloo_k)
     info: dict[str, Any] = {"prompt_lengths": [len(p) for p in ids],
                             "model_path": str(model_path)}
@@ -456,7 +532,9 @@ def run_worker(args: argparse.Namespace) -> None:
         info["versions"] = {"trl": trl.__version__, "accelerate": accelerate.__version__}
         out_dir = tempfile.mkdtemp(prefix="bench_rloo-")
         try:
-            trainer, times = build_trl(args, tokenizer, model_path, texts, ids, out_dir)
+            records = list(envs.unwrapped.prompts)[: args.batch_size // args.rloo_k]
+            trainer, times = build_trl(args, tokenizer, model_path, texts, ids, out_dir,
+                                       records)
             torch.set_num_threads(args.threads)  # in case a library changed it
             trainer.train()
         finally:
@@ -508,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.worker is not None:
         run_worker(args)
         return
+    print(f"ours: baseline {args.baseline}; TRL: {args.trl_trainer}; reward {args.reward}"
+          + (f" (judge {args.judge})" if args.reward != "lowercase" else ""))
     print(f"B={args.batch_size} completions/step = {args.batch_size // args.rloo_k} prompts x "
           f"k={args.rloo_k}, L={args.max_new_tokens} new tokens, max prompt tokens "
           f"{args.max_prompt_tokens}, beta={args.beta}, lr={args.lr}, T={args.temperature}, "

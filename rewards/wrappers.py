@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from rewards import normalization as norm
-from rlaif_gym.reward_protocol import CallableReward, RewardFunction, RewardOutput
+from rlaif_gym.reward_protocol import CallableReward, RewardFunction, RewardOutput, call_reward
 
 __all__ = ["NORMALIZE_KEYS", "NormalizedReward", "normalize_reward"]
 
@@ -100,8 +100,14 @@ class NormalizedReward(RewardFunction):
             x = norm.clip_rewards(x, *self.clip)
         return x
 
-    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
-        out = self.inner(prompts, completions)  # validated: finite, one per episode
+    @property
+    def needs_references(self) -> bool:  # type: ignore[override]
+        """The inner reward's: references are passed through to it."""
+        return bool(getattr(self.inner, "needs_references", False))
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str],
+              references: Sequence[str | None] | None = None) -> RewardOutput:
+        out = call_reward(self.inner, prompts, completions, references)  # validated
         details = dict(out.details)
         if "raw_score" in details:
             details["inner_raw_score"] = details.pop("raw_score")

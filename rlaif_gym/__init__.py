@@ -14,6 +14,7 @@ __version__ = "0.2.0"
 from rlaif_gym.envs import TextGenerationEnv, TextGenerationVectorEnv  # noqa: E402
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput  # noqa: E402
 from rlaif_gym.reward_registry import make_reward, register_reward  # noqa: E402
+from rlaif_gym.trl_reward import as_trl_reward  # noqa: E402
 
 __all__ = ["RewardFunction", "RewardOutput", "TextGenerationEnv", "TextGenerationVectorEnv",
-           "__version__", "make_reward", "register_reward"]
+           "__version__", "as_trl_reward", "make_reward", "register_reward"]

@@ -9,6 +9,17 @@ A reward function scores a batch of finished episodes in one call::
 ``prompts`` are the task inputs as plain text (a TL;DR post, an HH dialogue context), not
 the chat-templated policy prompt; ``completions`` are the decoded policy outputs.
 
+References (optional side channel). A reward that compares a completion with the dataset's
+reference response (``PromptRecord.reference``) sets the class attribute
+``needs_references = True`` and implements ``score(prompts, completions, references)``;
+callers that know the references pass them by keyword::
+
+    out = reward_fn(prompts, completions, references=refs)   # refs: n str-or-None
+
+The envs pass them only to a reward whose ``needs_references`` is true, so rewards (and
+``__call__`` overrides) written against the two-argument protocol keep working unchanged;
+a reward that needs them gets ``[None] * n`` when the caller has none.
+
 Anything else a user hands to ``gym.make(..., reward=...)`` is adapted to this
 interface by :func:`rlaif_gym.reward_registry.make_reward`: a plain callable
 ``(prompts, completions) -> Sequence[float]`` is wrapped in :class:`CallableReward`.
@@ -26,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["CallableReward", "RewardError", "RewardFunction", "RewardOutput", "ZeroReward",
-           "check_scores"]
+           "call_reward", "check_scores"]
 
 
 class RewardError(ValueError):
@@ -74,20 +85,36 @@ class RewardFunction(ABC):
     """
 
     name: str = "reward"
+    #: True: :meth:`score` takes a third argument ``references`` (``n`` reference responses,
+    #: ``None`` where unknown) and callers that know them pass them (module doc).
+    needs_references: bool = False
 
     @abstractmethod
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
-        """Score ``n`` (prompt, completion) pairs. Return ``RewardOutput`` with shape ``(n,)``."""
+        """Score ``n`` (prompt, completion) pairs. Return ``RewardOutput`` with shape ``(n,)``.
 
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
+        A reward with :attr:`needs_references` implements
+        ``score(prompts, completions, references)`` instead."""
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str],
+                 references: Sequence[str | None] | None = None) -> RewardOutput:
+        """Validate the batch, call :meth:`score` (with ``references`` when
+        :attr:`needs_references`; ignored otherwise) and validate its output."""
         if len(prompts) != len(completions):
             raise ValueError(
                 f"reward {self.name!r}: {len(prompts)} prompts but {len(completions)} completions"
             )
         n = len(prompts)
+        if references is not None and len(references) != n:
+            raise ValueError(f"reward {self.name!r}: {len(references)} references for {n} "
+                             "completions")
         if n == 0:
             return RewardOutput(scores=np.zeros(0, dtype=np.float64))
-        out = self.score(list(prompts), list(completions))
+        if self.needs_references:
+            refs = [None] * n if references is None else list(references)
+            out = self.score(list(prompts), list(completions), refs)  # type: ignore[call-arg]
+        else:
+            out = self.score(list(prompts), list(completions))
         if not isinstance(out, RewardOutput):
             out = RewardOutput(scores=out)  # type: ignore[arg-type]
         out.scores = check_scores(self.name, out.scores, n)
@@ -103,6 +130,16 @@ class RewardFunction(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def call_reward(reward: Callable[..., RewardOutput], prompts: Sequence[str],
+                completions: Sequence[str],
+                references: Sequence[str | None] | None = None) -> RewardOutput:
+    """``reward(prompts, completions)``, with ``references=`` added only when ``reward``
+    declares :attr:`RewardFunction.needs_references` (so two-argument rewards keep working)."""
+    if references is not None and getattr(reward, "needs_references", False):
+        return reward(prompts, completions, references=references)
+    return reward(prompts, completions)
 
 
 class ZeroReward(RewardFunction):

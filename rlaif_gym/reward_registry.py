@@ -261,6 +261,10 @@ register_reward("none", "rlaif_gym.reward_protocol:ZeroReward",
                 description="always 0 (smoke tests: only the KL term acts)")
 register_reward("direct", "rewards.direct:DirectReward",
                 description="d-RLAIF: the judge rates each completion 1-10, reward in [-1, 1]")
+register_reward("pairwise", "rewards.pairwise:PairwiseReward",
+                description="the judge compares a prompt's samples in pairs, both orders "
+                            "(anchor='reference': each sample vs the reference), score in "
+                            "[-1, 1]")
 register_reward("ai-rm", "rewards.reward_model:RewardModelReward",
                 kwargs={"name": "ai-rm", "expected_source": "ai"}, requires=("path",),
                 description="a reward model trained on AI labels (path=RM_DIR)")

@@ -16,12 +16,15 @@ Two views of one prompt:
 * :meth:`Task.render_prompt` is what the *policy* sees: the task's chat messages rendered
   with the tokenizer's chat template (or a plain-text template ending in ``"TL;DR:"`` /
   ``"Assistant:"`` when the tokenizer has none), as token ids, truncated to fit
-  ``max_prompt_tokens``.
+  ``max_prompt_tokens``. :meth:`Task.fit_messages` gives the (truncated) messages
+  themselves, for trainers that apply the chat template on their own (TRL), and
+  :meth:`Task.task_input` maps a policy prompt back to the plain task input.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,6 +122,20 @@ class Task:
         template; ends where the policy's answer starts."""
         raise NotImplementedError
 
+    def task_input(self, prompt: str | Sequence[Mapping[str, Any]]) -> str:
+        """The plain task input (:attr:`PromptRecord.text`) behind a policy prompt: the inverse
+        of :meth:`policy_messages` for chat messages, of :meth:`plain_prompt` for a string
+        (a string that is not a plain prompt of this task is returned unchanged)."""
+        raise NotImplementedError
+
+    def fit_messages(
+        self, record: PromptRecord, tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int
+    ) -> tuple[list[dict[str, str]], list[int]]:
+        """The policy's chat messages with content cut as :meth:`render_prompt` cuts it, and
+        their token ids (``render_prompt``'s): with a chat template, the ids are the
+        template applied to the messages (``add_generation_prompt=True``)."""
+        raise NotImplementedError
+
     def render_prompt(
         self, record: PromptRecord, tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int
     ) -> list[int]:
@@ -132,7 +149,7 @@ class Task:
             PromptTooLongError: the prompt does not fit even with its content removed.
             ValueError: ``max_prompt_tokens < 1``.
         """
-        raise NotImplementedError
+        return self.fit_messages(record, tokenizer, max_prompt_tokens)[1]
 
     # -- shared helpers ---------------------------------------------------------------------
 
@@ -155,12 +172,14 @@ class Task:
         max_prompt_tokens: int,
         keep: str,
         record_id: str,
-    ) -> list[int]:
-        """Render ``build(content)`` (messages) cut to ``max_prompt_tokens`` tokens by
-        dropping content tokens from the end (``keep="head"``) or the start (``"tail"``)."""
-        ids = self._render_ids(build(content), tokenizer)
+    ) -> tuple[list[dict[str, str]], list[int]]:
+        """``build(content)`` (messages) and its ids, the content cut to fit
+        ``max_prompt_tokens`` tokens by dropping content tokens from the end
+        (``keep="head"``) or the start (``"tail"``)."""
+        messages = build(content)
+        ids = self._render_ids(messages, tokenizer)
         if len(ids) <= max_prompt_tokens:
-            return ids
+            return messages, ids
         overhead = len(self._render_ids(build(""), tokenizer))
         if overhead > max_prompt_tokens:
             raise PromptTooLongError(
@@ -172,12 +191,13 @@ class Task:
         budget = min(len(content_ids), max_prompt_tokens - overhead)
         while budget > 0:
             piece = content_ids[:budget] if keep == "head" else content_ids[-budget:]
-            ids = self._render_ids(build(_decode_piece(tokenizer, piece)), tokenizer)
+            messages = build(_decode_piece(tokenizer, piece))
+            ids = self._render_ids(messages, tokenizer)
             excess = len(ids) - max_prompt_tokens
             if excess <= 0:
-                return ids
+                return messages, ids
             budget -= excess  # re-tokenization at the cut can merge differently: shrink again
-        return self._render_ids(build(""), tokenizer)
+        return build(""), self._render_ids(build(""), tokenizer)
 
 
 def _check_max_prompt_tokens(max_prompt_tokens: int) -> None:
@@ -214,10 +234,21 @@ class TldrTask(Task):
             text = text[len(TLDR_INSTRUCTION) :].lstrip("\n")
         return f"{text}\n\nTL;DR:"
 
-    def render_prompt(
+    def task_input(self, prompt: str | Sequence[Mapping[str, Any]]) -> str:
+        if isinstance(prompt, str):
+            return prompt.removesuffix("\n\nTL;DR:")
+        users = [m for m in prompt if m.get("role") == "user"]
+        if not users:
+            raise ValueError("a TL;DR prompt needs a user message")
+        text = str(users[-1]["content"])
+        if text.startswith(TLDR_INSTRUCTION):
+            text = text[len(TLDR_INSTRUCTION) :].lstrip("\n")
+        return text
+
+    def fit_messages(
         self, record: PromptRecord, tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int
-    ) -> list[int]:
-        """See :meth:`Task.render_prompt`. Too long posts lose the tail of
+    ) -> tuple[list[dict[str, str]], list[int]]:
+        """See :meth:`Task.fit_messages`. Too long posts lose the tail of
         ``record.text``, that is the end of the post body."""
         _check_max_prompt_tokens(max_prompt_tokens)
 
@@ -254,10 +285,21 @@ class HHTask(Task):
         turns = [f"{_SPEAKER_OF_ROLE[m['role']]}: {m['content']}" for m in messages]
         return "\n\n".join([*turns, "Assistant:"])
 
-    def render_prompt(
+    def task_input(self, prompt: str | Sequence[Mapping[str, Any]]) -> str:
+        if isinstance(prompt, str):
+            if prompt.endswith("\n\nAssistant:") or prompt.startswith("Human:"):
+                return "\n\n" + prompt.removesuffix("\n\nAssistant:")
+            return prompt
+        turns = [m for m in prompt if m.get("role") in _SPEAKER_OF_ROLE]
+        if not turns:
+            raise ValueError("an HH prompt needs user/assistant messages")
+        return "".join(f"\n\n{_SPEAKER_OF_ROLE[str(m['role'])]}: {m['content']}"
+                       for m in turns)
+
+    def fit_messages(
         self, record: PromptRecord, tokenizer: PreTrainedTokenizerBase, max_prompt_tokens: int
-    ) -> list[int]:
-        """See :meth:`Task.render_prompt`. Too long dialogues lose their oldest turns
+    ) -> tuple[list[dict[str, str]], list[int]]:
+        """See :meth:`Task.fit_messages`. Too long dialogues lose their oldest turns
         (the kept dialogue always starts with a user turn); if the last user turn alone is
         too long, it keeps its end."""
         _check_max_prompt_tokens(max_prompt_tokens)
@@ -270,7 +312,7 @@ class HHTask(Task):
             while len(messages) > 1 and messages[0]["role"] != "user":
                 messages = messages[1:]
         if len(ids) <= max_prompt_tokens:
-            return ids
+            return messages, ids
         last = messages[-1]
 
         def build(text: str) -> list[dict[str, str]]:

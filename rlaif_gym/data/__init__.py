@@ -1,7 +1,8 @@
 """Typed records and loaders for the RLAIF datasets (TL;DR posts and comparisons, HH-RLHF).
 
 See :mod:`rlaif_gym.data.loaders` for how a source (local folder, Hugging Face Hub, embedded
-sample) is chosen.
+sample) is chosen; :func:`trl_prompt_dataset` builds a task's prompt dataset for TRL's
+trainers.
 """
 
 from rlaif_gym.data.loaders import (
@@ -29,6 +30,7 @@ from rlaif_gym.data.records import (
     TldrComparison,
     TldrPost,
 )
+from rlaif_gym.data.trl_dataset import TRL_COLUMNS, trl_prompt_dataset
 
 __all__ = [
     "ASSISTANT_PREFIX",
@@ -43,6 +45,7 @@ __all__ = [
     "PreferencePair",
     "PromptRecord",
     "RecordList",
+    "TRL_COLUMNS",
     "TldrComparison",
     "TldrPost",
     "format_tldr_post",
@@ -52,4 +55,5 @@ __all__ = [
     "load_tldr_posts",
     "resolve_data_dir",
     "split_hh_dialogue",
+    "trl_prompt_dataset",
 ]

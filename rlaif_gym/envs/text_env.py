@@ -25,7 +25,7 @@ from rlaif_gym.data.records import PromptRecord, RecordList
 from rlaif_gym.defaults import DEFAULT_POLICY
 from rlaif_gym.envs.config import EnvConfig
 from rlaif_gym.envs.decoding import completion_decoder
-from rlaif_gym.reward_protocol import RewardFunction
+from rlaif_gym.reward_protocol import RewardFunction, call_reward
 from rlaif_gym.reward_registry import make_reward
 from rlaif_gym.tasks import get_task
 
@@ -298,7 +298,8 @@ class EpisodeCore:
     def finish(
         self, indices: Sequence[int], generated: Sequence[np.ndarray]
     ) -> tuple[np.ndarray, dict[str, list[Any]]]:
-        """Score finished episodes with ONE reward call.
+        """Score finished episodes with ONE reward call (a reward that declares
+        ``needs_references`` also gets each prompt's ``PromptRecord.reference``).
 
         Args:
             indices: prompt index of each of the ``n`` episodes.
@@ -331,7 +332,10 @@ class EpisodeCore:
         Same return value as :meth:`finish`."""
         completions = self.decode_bodies(bodies)
         prompts = [self.prompts[i].text for i in indices]
-        out = self.reward_fn(prompts, completions)
+        references = None
+        if getattr(self.reward_fn, "needs_references", False):  # the protocol's side channel
+            references = [self.prompts[i].reference for i in indices]
+        out = call_reward(self.reward_fn, prompts, completions, references)
         columns: dict[str, list[Any]] = {
             "prompt": prompts,
             "completion": completions,

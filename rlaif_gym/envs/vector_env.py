@@ -23,6 +23,18 @@ observations, rewards, terminations and infos for the same seeds and actions):
   reward per episode (see :func:`agents.rollout.collect_episodes`).
 * infos: Gymnasium's vector layout, ``info[key]`` an array over sub-envs with mask
   ``info["_" + key]``; strings are object arrays.
+
+Groups (``group_size=k > 1``, for group rewards such as ``"pairwise"`` and leave-one-out
+baselines): sub-envs ``[g k, (g + 1) k)`` form group ``g``. Every reset of a group gives its
+k sub-envs the same prompt (drawn from the generator of the group's first sub-env, or the
+``options["index"]`` entry, which must then be the same for the whole group), and a reset
+must cover whole groups. A group's episodes are scored together, in ONE reward call, when
+the last of them ends: a sub-env whose episode ends while others of its group still run is
+*held*: its token is appended (its observation shows the finished completion), then it
+ignores its actions (its observation stops growing) and reports reward 0 and
+``terminated=False`` until the group's last episode ends; in that step every member of the
+group reports ``terminated=True``, its reward and its final info. Several groups that end in
+the same step share one reward call. With ``k = 1`` (default) nothing changes.
 """
 
 from __future__ import annotations
@@ -73,7 +85,9 @@ class TextGenerationVectorEnv(VectorEnv):
     Takes ``num_envs``, the env options of :class:`~rlaif_gym.envs.config.EnvConfig` (as
     ``config=`` or keyword arguments; other keywords are reward options, as for
     :class:`TextGenerationEnv`), ``autoreset_mode`` (an
-    :class:`~gymnasium.vector.AutoresetMode` or its string value) and ``copy`` (default True,
+    :class:`~gymnasium.vector.AutoresetMode` or its string value), ``group_size`` (k
+    sub-envs per prompt, scored in one reward call: module doc; default 1) and ``copy``
+    (default True,
     as in ``SyncVectorEnv``: every observation is a fresh array; False returns read-only
     views of the env's buffers that the next ``step``/``reset`` overwrites, for callers that
     consume an observation before stepping again).
@@ -94,12 +108,18 @@ class TextGenerationVectorEnv(VectorEnv):
         *,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         copy: bool = True,
+        group_size: int = 1,
         **options: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or (
             num_envs < 1
         ):
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or (
+            group_size < 1 or num_envs % group_size
+        ):
+            raise ValueError(f"group_size must be a positive int that divides num_envs="
+                             f"{num_envs}, got {group_size!r}")
         config = EnvConfig.from_options(config, **options)
         _check_render_mode(config.render_mode, self.metadata["render_modes"])
         try:
@@ -113,6 +133,8 @@ class TextGenerationVectorEnv(VectorEnv):
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self.render_mode = config.render_mode
         self.num_envs = int(num_envs)
+        #: sub-envs per group: they share a prompt and are scored together (module doc)
+        self.group_size = int(group_size)
         self.core = EpisodeCore(config)
         self.data_source = self.core.data_source
         self.single_observation_space = self.core.observation_space
@@ -127,6 +149,7 @@ class TextGenerationVectorEnv(VectorEnv):
         self._end_lengths = np.zeros(n, dtype=np.int64)  # length at which the limit ends it
         self._indices = np.full(n, -1, dtype=np.int64)
         self._pending: list[int] = []  # sub-envs whose episode ended, awaiting a reset
+        self._held: list[int] = []  # ended sub-envs waiting for the rest of their group
         self._no_envs = np.zeros(n, dtype=bool)  # template for info masks
         self._mask_keys: dict[str, str] = {}  # info key -> "_" + key
         self._rows = np.arange(n)
@@ -189,8 +212,46 @@ class TextGenerationVectorEnv(VectorEnv):
                 raise ValueError(
                     f"options['index'] has {len(value)} entries for num_envs={self.num_envs}"
                 )
-            return [self.core.check_index(v) for v in value]
+            indices = [self.core.check_index(v) for v in value]
+            k = self.group_size
+            mixed = [g for g in range(self.num_envs // k)
+                     if len(set(indices[g * k:(g + 1) * k])) > 1]
+            if mixed:
+                raise ValueError(f"options['index'] gives different prompts to the sub-envs of "
+                                 f"group(s) {mixed}; with group_size={k} each run of {k} "
+                                 "entries must repeat one prompt index")
+            return indices
         return [self.core.check_index(value)] * self.num_envs
+
+    def _check_whole_groups(self, rows: Sequence[int]) -> None:
+        """Raise ValueError unless ``rows`` are whole groups."""
+        k = self.group_size
+        if k == 1:
+            return
+        chosen = set(rows)
+        partial = sorted({r // k for r in rows if not all(
+            m in chosen for m in range((r // k) * k, (r // k + 1) * k))})
+        if partial:
+            raise ValueError(f"with group_size={k} a reset must cover whole groups; group(s) "
+                             f"{partial} are only partly reset")
+
+    def _settle_groups(self, rows: list[int]) -> list[int]:
+        """Of the sub-envs ``rows`` whose episode ended in this step, the ones to score now
+        (sorted): every member of each group whose last running episode just ended, held
+        members included. The other rows are held (:attr:`_held`)."""
+        k = self.group_size
+        if k == 1:
+            return rows
+        held = set(self._held)
+        held.update(rows)
+        finished: list[int] = []
+        for g in sorted({r // k for r in rows}):
+            members = range(g * k, (g + 1) * k)
+            if all(m in held for m in members):
+                finished.extend(members)
+                held.difference_update(members)
+        self._held = sorted(held)
+        return finished
 
     def _reset_rows(self, rows: list[int], indices: Sequence[int | None] | None = None
                     ) -> dict[str, list[Any]]:
@@ -241,7 +302,19 @@ class TextGenerationVectorEnv(VectorEnv):
     def _sample_indices(self, rows: list[int], indices: Sequence[int | None] | None
                         ) -> list[int]:
         """The prompt index of each new episode in ``rows``: ``indices[i]``, or drawn
-        from sub-env ``i``'s generator (seeded at random when it has none yet)."""
+        from sub-env ``i``'s generator (seeded at random when it has none yet). With groups,
+        one index per group (its first sub-env's), repeated for its members."""
+        k = self.group_size
+        if k == 1:
+            return self._sample_each(rows, indices)
+        self._check_whole_groups(rows)
+        firsts = sorted({r - r % k for r in rows})
+        per_group = dict(zip(firsts, self._sample_each(firsts, indices), strict=True))
+        return [per_group[r - r % k] for r in rows]
+
+    def _sample_each(self, rows: list[int], indices: Sequence[int | None] | None
+                     ) -> list[int]:
+        """:meth:`_sample_indices` for independent sub-envs."""
         rngs = self._rngs
         if indices is None:
             draw = rows
@@ -311,6 +384,7 @@ class TextGenerationVectorEnv(VectorEnv):
         seeds = self._seeds(seed)
         indices = self._indices_option(options)
         rows = np.flatnonzero(self._reset_mask(options.get("reset_mask"))).tolist()
+        self._check_whole_groups(rows)
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
             super().reset(seed=int(seed))
         for i in rows:
@@ -319,6 +393,7 @@ class TextGenerationVectorEnv(VectorEnv):
         infos = self._merge_info({}, rows, self._reset_rows(rows, indices))
         reset = set(rows)
         self._pending = [i for i in self._pending if i not in reset]
+        self._held = [i for i in self._held if i not in reset]
         self._started = True
         self._update_steps_to_limit()
         return self._obs(), infos
@@ -355,7 +430,7 @@ class TextGenerationVectorEnv(VectorEnv):
             raise RuntimeError("step() called before reset()")
         n = self.num_envs
         acts = self.core.check_actions(actions, n)
-        if self._pending:
+        if self._pending or self._held:
             return self._step_with_ended_envs(acts)
         # fast path: every sub-env is running
         lengths = self._lengths
@@ -369,7 +444,15 @@ class TextGenerationVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         rows = ended.nonzero()[0]
         if rows.size:
-            infos = self._finish_rows(rows.tolist(), rewards, infos, frozen=[])
+            done = rows.tolist()
+            if self.group_size > 1:  # only whole groups end; the others' rows are held
+                done = self._settle_groups(done)
+                ended = np.zeros(n, dtype=bool)
+                ended[done] = True
+            if done:
+                infos = self._finish_rows(done, rewards, infos, frozen=[])
+            else:
+                self._update_steps_to_limit()
         return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
 
     def _update_steps_to_limit(self) -> None:
@@ -382,38 +465,47 @@ class TextGenerationVectorEnv(VectorEnv):
         self, acts: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """:meth:`step` when some sub-envs ended before: NEXT_STEP resets them now,
-        DISABLED keeps them frozen."""
+        DISABLED keeps them frozen; held sub-envs (groups) stay frozen in every mode."""
         n = self.num_envs
         pending = self._pending
-        frozen = pending if self.autoreset_mode == AutoresetMode.DISABLED else []
+        disabled = self.autoreset_mode == AutoresetMode.DISABLED
+        kept = pending if disabled else []  # DISABLED: ended, frozen until reset by mask
+        resetting = [] if disabled else pending  # NEXT_STEP: start over now
+        frozen = sorted(set(kept) | set(self._held))
         # Append to every row. A row awaiting its NEXT_STEP autoreset gets a junk token at
         # position 0 (its length may be max_len) that the reset below overwrites; a frozen
-        # (DISABLED-mode) row gets its junk token past its length, and keeps its length.
+        # (DISABLED-mode or held) row gets its junk token past its length, and keeps its
+        # length.
         lengths = self._lengths
         if frozen:
             saved_lengths = lengths[frozen].copy()
             lengths[frozen] = np.minimum(saved_lengths, self.core.max_len - 1)
             saved_tokens = self._tokens[frozen, lengths[frozen]].copy()
-        else:
-            lengths[pending] = 0
+        if resetting:
+            lengths[resetting] = 0
         self._flat_tokens[self._row_starts + lengths] = acts
         lengths += self._ones
         ended = self._is_stop[acts]
         ended |= lengths >= self._end_lengths
         infos: dict[str, Any] = {}
-        if frozen:  # DISABLED: ended sub-envs ignore their action until reset by mask
+        if frozen:  # frozen sub-envs ignore their action
             self._tokens[frozen, lengths[frozen] - 1] = saved_tokens
             lengths[frozen] = saved_lengths
             ended[frozen] = False
-        else:  # NEXT_STEP autoreset: these sub-envs start over, ignoring their action
-            ended[pending] = False
-            infos = self._merge_info(infos, pending, self._reset_rows(pending))
+        if resetting:  # NEXT_STEP autoreset: these sub-envs start over, ignoring their action
+            ended[resetting] = False
+            infos = self._merge_info(infos, resetting, self._reset_rows(resetting))
         rewards = np.zeros(n, dtype=np.float64)
+        done: list[int] = []
         if np.count_nonzero(ended):
-            rows = ended.nonzero()[0].tolist()
-            infos = self._finish_rows(rows, rewards, infos, frozen=frozen)
+            done = self._settle_groups(ended.nonzero()[0].tolist())
+            if self.group_size > 1:  # held rows do not end yet; their groups' held ones do
+                ended[:] = False
+                ended[done] = True
+        if done:
+            infos = self._finish_rows(done, rewards, infos, frozen=list(kept))
         else:
-            self._pending = list(frozen)
+            self._pending = list(kept)
             self._update_steps_to_limit()
         return self._obs(), rewards, ended, np.zeros(n, dtype=bool), infos
 
