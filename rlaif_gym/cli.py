@@ -453,11 +453,15 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "split": "train", "eval_split": "test", "train_prompts": None, "seed": 0,
     "checkpoint_every": 50, "postprocess": "none", "max_grad_norm": 1.0,
     "value_init": "first-batch", "weight_decay": 0.0, "dtype": "float32", "device": "cpu",
+    "samples_per_prompt": 1, "baseline": "value",
 }
 
 TRAIN_EPILOG = """\
 rewards (--reward):
   direct     d-RLAIF: the judge (--judge) rates each completion 1-10, reward in [-1, 1]
+  pairwise   the judge compares a prompt's k samples in pairs, both orders
+             (--samples-per-prompt k>=2); --reward-option anchor=reference compares each
+             with the dataset's reference
   none       always 0 (smoke tests: only the KL term acts)
   ai-rm      a reward model trained on AI labels: --reward-option path=RM_DIR
   human-rm   a reward model trained on human labels: --reward-option path=RM_DIR
@@ -505,6 +509,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="policy AdamW lr (%(default)s)")
     p.add_argument("--value-lr", type=positive_float, default=d["value_lr"],
                    help="value model AdamW lr (%(default)s)")
+    p.add_argument("--samples-per-prompt", type=positive_int, default=d["samples_per_prompt"],
+                   help="k completions of each prompt per batch, scored in one reward call "
+                        "(a group: the pairwise reward judges it together) (%(default)s)")
+    p.add_argument("--baseline", choices=("value", "loo"), default=d["baseline"],
+                   help="value: the paper's learned value model; loo: the mean reward of the "
+                        "prompt's other k-1 samples (RLOO; no value model; needs k >= 2) "
+                        "(%(default)s)")
     p.add_argument("--value-init", choices=("first-batch", "zero"), default=d["value_init"],
                    help="start the value baseline at the first batch's mean return "
                         "(first-batch) or at 0 (%(default)s)")
@@ -555,6 +566,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         threads=args.threads, postprocess=args.postprocess,
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
         value_init=args.value_init, weight_decay=args.weight_decay, dtype=args.dtype,
+        samples_per_prompt=args.samples_per_prompt, baseline=args.baseline,
         device=args.device, resume=args.resume, progress=not args.no_progress)
 
 

@@ -308,7 +308,8 @@ def label_to_file(
         ids: label only these pair ids (an iterable, or a text file with one id per line).
         prompt: ``"base"``, ``"detailed"``, ``"pointwise"`` or ``"pmi"``
             (:func:`rewards.preference.label_pairs`); default the task's labeler,
-            :data:`rewards.preference.DEFAULT_PROMPTS` (PMI for TL;DR); ``template``: a
+            :data:`rewards.preference.DEFAULT_PROMPTS` (PMI for TL;DR; the paper's Base
+            prompt with a server backend, which cannot score PMI); ``template``: a
             template name or file instead of the task's; ``cot``, ``cot_max_tokens``,
             ``shots``: chain of thought and few-shot exemplars.
         batch_size: pairs per labeling step (the transformers judge runs their ``2 *
@@ -329,7 +330,12 @@ def label_to_file(
     """
     if task not in TASKS:
         raise UsageError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    prompt = prompt or DEFAULT_PROMPTS[task]
+    if prompt is None:
+        prompt = DEFAULT_PROMPTS[task]
+        if prompt == "pmi" and backend != "transformers":  # a server cannot score PMI
+            log(f"note: {task}'s default labeler, pmi, needs --backend transformers; "
+                "labeling with the paper's base prompt")
+            prompt = "base"
     if prompt not in PROMPTS:
         raise UsageError(f"unknown prompt {prompt!r}; valid: {', '.join(PROMPTS)}")
     if prompt in ("pointwise", "pmi") and (cot or shots):
