@@ -257,8 +257,7 @@ def test_direct_reward_behind_the_server_matches_in_process(tiny_model, tiny_tok
     from rewards.judges.transformers_judge import TransformersJudge
 
     judge = TransformersJudge(tiny_model, tiny_tokenizer, batch_size=8)
-    reward = reward_for_serving("direct", judge=None, task="tldr")
-    reward._judge = judge  # the tiny judge instead of loading the default one
+    reward = reward_for_serving("direct", judge=judge, task="tldr")  # a Judge instance
     posts = ["POST: my rice burns", "POST: my knee hurts"]
     summaries = ["Rice burns.", "Knee pain."]
     want = DirectReward(judge=judge, task="tldr")(posts, summaries).scores
