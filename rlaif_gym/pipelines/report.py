@@ -427,6 +427,8 @@ def _reference_table(summaries: Sequence[dict[str, Any] | None]) -> str:
     for summary in summaries:
         if summary is None:
             continue
+        if "REF" not in summary["policies"]:  # an evaluation without the references
+            continue
         for name, p in summary["policies"].items():
             if name == "REF" or name in seen:
                 continue
@@ -500,9 +502,10 @@ def _goals(out: Path, config: Any) -> str:
         lines.append(f"- d-RLAIF (seed {seed}) over SFT >= 60% on >= 200 prompts, CI above "
                      f"50%, length-controlled above 50%: **{'met' if met else 'not met'}** "
                      f"({_rate(w)}, N={w['n']}; length-controlled {_rate(lc)})")
-    sft_ref = _comparison(drlaif, "SFT", "REF")
+    ref = _eval(out, "tldr-ref")
+    sft_ref = _comparison(ref, "SFT", "REF")
     for seed in config.seeds:
-        c = _comparison(drlaif, f"d-RLAIF s{seed}", "REF")
+        c = _comparison(ref, f"d-RLAIF s{seed}", "REF")
         if c is None or sft_ref is None:
             continue
         better = c["win_rate"]["rate"] > sft_ref["win_rate"]["rate"]

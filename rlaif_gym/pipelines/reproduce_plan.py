@@ -61,6 +61,7 @@ FULL: dict[str, Any] = {
     "max_new_tokens": 48,
     "max_prompt_tokens": 384,
     "eval_n": 200,
+    "eval_n_ref": 50,
     "eval_n_small": 50,
     "eval_batch_size": 16,
     "bootstrap": 1000,
@@ -93,6 +94,7 @@ QUICK: dict[str, Any] = {
     "max_new_tokens": 16,
     "max_prompt_tokens": 256,
     "eval_n": 8,
+    "eval_n_ref": 4,
     "eval_n_small": 4,
     "eval_batch_size": 4,
     "bootstrap": 200,
@@ -165,6 +167,7 @@ class ReproduceConfig:
     max_prompt_tokens: int = FULL["max_prompt_tokens"]
     temperature: float = 0.9
     eval_n: int = FULL["eval_n"]
+    eval_n_ref: int = FULL["eval_n_ref"]
     eval_n_small: int = FULL["eval_n_small"]
     eval_batch_size: int = FULL["eval_batch_size"]
     bootstrap: int = FULL["bootstrap"]
@@ -193,6 +196,10 @@ class ReproduceConfig:
                                 "rm_eval_pairs") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ReproduceError(f"{name} must be an int >= {low}, got {value!r}")
+        for name in ("eval_n_ref", "eval_n_small"):  # TL;DR evaluates prefixes of eval_n
+            if getattr(self, name) > self.eval_n:
+                raise ReproduceError(f"{name} ({getattr(self, name)}) must be <= eval_n "
+                                     f"({self.eval_n})")
 
     def pipeline(self) -> dict[str, Any]:
         """The settings that cached outputs depend on."""
@@ -323,8 +330,9 @@ class Evaluation:
 
 
 def evaluations_of(config: ReproduceConfig, out: Path) -> list[Evaluation]:
-    """Every evaluation of ``config``: on TL;DR, d-RLAIF (every seed) against SFT and the
-    references on ``eval_n`` prompts, and the RM arms on ``eval_n_small``; on HH the RM arms
+    """Every evaluation of ``config``: on TL;DR, d-RLAIF (every seed) against SFT on
+    ``eval_n`` prompts and against the references on ``eval_n_ref``, and the RM arms on
+    ``eval_n_small``; on HH the RM arms
     against SFT (harmless rates on the harmless task); the self-improvement runs against
     their own SFT start and the references."""
     runs = {run.key: run for run in runs_of(config)}
@@ -340,9 +348,13 @@ def evaluations_of(config: ReproduceConfig, out: Path) -> list[Evaluation]:
             seeds = tuple(spec(f"tldr/d-rlaif-s{s}") for s in config.seeds)
             names = [f"d-RLAIF s{s}" for s in config.seeds]
             evaluations.append(Evaluation(
-                "tldr-drlaif", task, config.eval_n, (sft, *seeds, "REF=reference"),
-                tuple([f"{n}:SFT" for n in names] + [f"{n}:REF" for n in names]
-                      + ["SFT:REF"])))
+                "tldr-drlaif", task, config.eval_n, (sft, *seeds),
+                tuple(f"{n}:SFT" for n in names)))
+            # against the human references on fewer prompts: 2(seeds + 1) judge calls per
+            # prompt would double the evaluation's cost at eval_n
+            evaluations.append(Evaluation(
+                "tldr-ref", task, config.eval_n_ref, (sft, *seeds, "REF=reference"),
+                tuple([f"{n}:REF" for n in names] + ["SFT:REF"])))
             evaluations.append(Evaluation(
                 "tldr-rm", task, config.eval_n_small, (sft, *arms, "REF=reference"),
                 ("RLAIF:SFT", "RLHF:SFT", "RLAIF:RLHF", "RLAIF:REF", "RLHF:REF")))
