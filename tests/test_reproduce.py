@@ -130,3 +130,21 @@ def test_the_command_written_in_the_report_parses_back_to_the_same_settings(tiny
     parsed = build_parser().parse_args(shlex.split(command)[1:])
     state = json.loads((out / "state.json").read_text())
     assert reproduce_config_from_args(parsed).pipeline() == state["config"]
+
+
+def test_reference_evaluation_larger_than_eval_n_is_refused_before_any_stage(tmp_path, capsys):
+    from rlaif_gym.cli import main
+
+    out = tmp_path / "out"
+    assert main(["reproduce", *TINY, "--eval-n", "4", "--eval-n-ref", "6", "--out",
+                 str(out)]) == 2
+    assert "eval_n_ref (6) must be <= eval_n (4)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_d_rlaif_is_judged_against_the_references_on_eval_n_ref_prompts(tiny_run):
+    out, _ = tiny_run
+    ref = json.loads((out / "eval" / "tldr-ref" / "evaluation.json").read_text())
+    sft = json.loads((out / "eval" / "tldr-drlaif" / "evaluation.json").read_text())
+    assert ref["comparisons"][0]["win_rate"]["n"] == QUICK["eval_n_ref"]
+    assert "REF" not in sft["policies"] and "REF" in ref["policies"]
