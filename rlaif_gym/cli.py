@@ -493,12 +493,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     d = TRAIN_DEFAULTS
     p.add_argument("--env", dest="env_id", default=d["env_id"], help="env id (%(default)s)")
     p.add_argument("--reward", default=d["reward"],
-                   help="direct | none | ai-rm | human-rm | a reward-model DIR (%(default)s)")
+                   help="direct | pairwise | none | ai-rm | human-rm | a reward-model DIR "
+                        "(%(default)s)")
     p.add_argument("--reward-option", action="append", default=[], metavar="KEY=VALUE",
                    help="option of the reward (repeatable)")
     p.add_argument("--policy", default=d["policy"], help="policy model spec (%(default)s)")
     p.add_argument("--judge", default=d["judge"],
-                   help="judge model spec for --reward direct (default: the reward's default)")
+                   help="judge model spec for --reward direct or pairwise (default: the "
+                        "reward's default)")
     p.add_argument("--steps", type=positive_int, default=d["steps"],
                    help="total updates (%(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
