@@ -12,6 +12,11 @@ request count and the wall time of each pass, the time ratio, and the largest di
 
     PYTHONPATH=. python benchmarks/bench_verdict_cache.py --n 20 \\
         --out reports/verdict_cache_qwen0.5b.json
+
+With ``--evaluate`` the two passes are the command line ``rlaif-gym evaluate --backend openai
+--verdict-cache FILE`` itself, each into a new output folder: SmolLM2 vs the human reference
+summaries on ``--n`` TL;DR test prompts (the same seeded completions both times), and the
+record compares the two passes' completions, judgments and win rates.
 """
 
 from __future__ import annotations
@@ -45,9 +50,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=20, help="pairs (2 judge prompts each)")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--evaluate", action="store_true",
+                        help="the passes are `rlaif-gym evaluate` runs (see the docstring)")
     parser.add_argument("--out", default=None, help="JSON result file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.evaluate:
+        return _evaluate_twice(args, argv)
 
     pairs = load_preference_pairs("tldr", data_dir=args.data_dir, high_confidence=True,
                                   source="local", limit=args.n)
@@ -87,6 +96,57 @@ def main(argv: list[str] | None = None) -> dict:
               f"calls, {p['cache_hits']} cache hits, {p['seconds']:.2f} s")
     print(f"max |p_first difference| = {diff}; first/repeat time = "
           f"{result['time_ratio_first_over_repeat']:.0f}x")
+    if args.out:
+        write_json(args.out, result)
+    return result
+
+
+def _evaluate_twice(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    import json
+
+    from rlaif_gym.cli import main as cli
+
+    tokenizer = load_tokenizer(args.judge)
+    model = load_causal_lm(args.judge, dtype="float32", num_threads=1).eval()
+    passes = []
+    with tempfile.TemporaryDirectory() as tmp, CompletionStub(model, tokenizer) as stub:
+        cache = Path(tmp) / "verdicts.sqlite"
+        for name in ("first", "repeat"):
+            out = Path(tmp) / f"eval-{name}"
+            before = stub.requests
+            started = time.perf_counter()
+            code = cli(["evaluate", "--task", "tldr", "--policy", "SFT=smollm2-135m-instruct",
+                        "--policy", "REF=reference", "--pair", "SFT:REF", "--n", str(args.n),
+                        "--data-dir", args.data_dir, "--split", "test",
+                        "--max-new-tokens", "32", "--judge", args.judge,
+                        "--backend", "openai", "--base-url", stub.url, "--server", "vllm",
+                        "--concurrency", str(args.concurrency), "--verdict-cache", str(cache),
+                        "--threads", "1", "--no-progress", "--out", str(out)])
+            seconds = time.perf_counter() - started
+            if code != 0:
+                raise SystemExit(f"rlaif-gym evaluate failed ({code})")
+            summary = json.loads((out / "evaluation.json").read_text())
+            passes.append({
+                "pass": name, "server_requests": stub.requests - before, "seconds": seconds,
+                "win_rate": summary["comparisons"][0]["win_rate"],
+                "completions": sorted(p.read_text() for p in out.rglob("completions*.jsonl")),
+                "judgments": sorted((out / "judgments.jsonl").read_text().splitlines())})
+    first, repeat = passes
+    result = {
+        "command": command_line(__file__, argv),
+        "judge": args.judge, "prompts": args.n, "pair": "SFT:REF", "policy": "smollm2",
+        "server": "transformers-backed OpenAI-compatible stub, float32, 1 torch thread",
+        "passes": [{k: p[k] for k in ("pass", "server_requests", "seconds", "win_rate")}
+                   for p in passes],
+        "same_completions": first["completions"] == repeat["completions"],
+        "same_judgments": first["judgments"] == repeat["judgments"],
+        "same_win_rate": first["win_rate"] == repeat["win_rate"],
+    }
+    for p in result["passes"]:
+        print(f"{p['pass']:>7}: rlaif-gym evaluate sent {p['server_requests']} requests, "
+              f"{p['seconds']:.1f} s, win rate {p['win_rate']['rate']:.3f}")
+    print(f"same completions {result['same_completions']}, same judgments "
+          f"{result['same_judgments']}, same win rate {result['same_win_rate']}")
     if args.out:
         write_json(args.out, result)
     return result

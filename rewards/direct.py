@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rewards.judges import Judge, check_judge, load_judge
+from rewards.judges import Judge, LazyJudge, check_judge
 from rewards.judges.stats import counter_details
 from rewards.normalization import expected_score, score_distribution, score_to_reward
 from rewards.prompts import PromptTemplate, load_template, render_score_messages
@@ -115,7 +115,7 @@ def direct_scores(
     return DirectScores(score_to_reward(expected), expected, distribution)
 
 
-class DirectReward(RewardFunction):
+class DirectReward(LazyJudge, RewardFunction):
     """The ``"direct"`` reward: d-RLAIF score in [-1, 1] from an LLM judge.
 
     Args:
@@ -157,16 +157,6 @@ class DirectReward(RewardFunction):
         self._judge_spec = judge
         self._judge_kwargs = dict(judge_kwargs)
         self._judge: Judge | None = judge if isinstance(judge, Judge) else None
-
-    @property
-    def judge(self) -> Judge:
-        """The judge, loaded on first access."""
-        if self._judge is None:
-            kwargs = dict(self._judge_kwargs)
-            if kwargs.get("backend", "transformers") == "transformers":
-                kwargs.setdefault("batch_size", self.batch_size)
-            self._judge = load_judge(self._judge_spec, **kwargs)
-        return self._judge
 
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> RewardOutput:
         judge = self.judge

@@ -85,7 +85,7 @@ from typing import Any
 import numpy as np
 
 from rewards.direct import DEFAULT_JUDGE
-from rewards.judges import Judge, load_judge
+from rewards.judges import Judge, LazyJudge
 from rewards.normalization import preference_from_logprobs
 from rewards.preference import _clean_rationale, shared_rendered_prefix
 from rewards.prompts import (
@@ -288,7 +288,7 @@ class _Plan:
     prefs: GroupPreferences | None = None
 
 
-class PairwiseReward(RewardFunction):
+class PairwiseReward(LazyJudge, RewardFunction):
     """The ``"pairwise"`` reward (module doc): preferences in both orders within a prompt's
     samples (``anchor="group"``) or against the reference (``anchor="reference"``).
 
@@ -368,16 +368,6 @@ class PairwiseReward(RewardFunction):
         self._judge: Judge | None = judge if isinstance(judge, Judge) else None
         self.totals = {"judge_prompts": 0, "pairs": 0, "consistent_pairs": 0}
         self._warned_singleton = False
-
-    @property
-    def judge(self) -> Judge:
-        """The judge, loaded on first access."""
-        if self._judge is None:
-            kwargs = dict(self._judge_kwargs)
-            if kwargs.get("backend", "transformers") == "transformers":
-                kwargs.setdefault("batch_size", self.batch_size)
-            self._judge = load_judge(self._judge_spec, **kwargs)
-        return self._judge
 
     @property
     def position_consistency(self) -> float:

@@ -25,7 +25,7 @@ from typing import Any
 
 from rewards.judges.base import Judge, JudgeError, Prompt, as_segments
 
-__all__ = ["BACKENDS", "Judge", "JudgeError", "Prompt", "as_segments", "check_judge",
+__all__ = ["BACKENDS", "Judge", "JudgeError", "LazyJudge", "Prompt", "as_segments", "check_judge",
            "load_judge"]
 
 #: Backend names ``load_judge`` accepts, and the class each builds (imported when used).
@@ -99,6 +99,27 @@ def load_judge(spec: Any, backend: str = "transformers", *, verdict_cache: Any =
 
         attach_verdict_cache(judge, verdict_cache)
     return judge
+
+
+class LazyJudge:
+    """Mixin of the rewards that hold a judge: ``self.judge`` loads ``self._judge_spec`` with
+    ``self._judge_kwargs`` on first access (the transformers backend gets the reward's
+    ``batch_size``), so building a reward stays cheap until its first call."""
+
+    _judge: Judge | None
+    _judge_spec: Any
+    _judge_kwargs: dict[str, Any]
+    batch_size: int
+
+    @property
+    def judge(self) -> Judge:
+        """The judge, loaded on first access."""
+        if self._judge is None:
+            kwargs = dict(self._judge_kwargs)
+            if kwargs.get("backend", "transformers") == "transformers":
+                kwargs.setdefault("batch_size", self.batch_size)
+            self._judge = load_judge(self._judge_spec, **kwargs)
+        return self._judge
 
 
 def _load_backend(spec: Any, backend: str, kwargs: dict[str, Any]) -> Judge:
