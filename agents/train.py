@@ -70,6 +70,7 @@ from rlaif_gym.files import atomic_path
 from rlaif_gym.reward_protocol import RewardFunction, RewardOutput, call_reward
 
 __all__ = [
+    "DEFAULT_MICRO_BATCH",
     "METRIC_COLUMNS",
     "PromptSchedule",
     "TrainConfig",
@@ -79,6 +80,7 @@ __all__ = [
     "plot_curves",
     "read_metrics",
     "train",
+    "update_micro_batch",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,7 +131,8 @@ class TrainConfig:
             leave-one-out mean of the other k - 1 returns of the same prompt, as in RLOO;
             needs ``samples_per_prompt >= 2``; no value model is built, stepped or saved:
             ``value_lr`` and ``value_init`` are unused).
-        micro_batch_size: sequences per forward/backward in the update (None: all); with
+        micro_batch_size: sequences per forward/backward in the update (None: at most
+            :data:`DEFAULT_MICRO_BATCH`, see :func:`update_micro_batch`); with
             ``baseline="loo"`` a multiple of ``samples_per_prompt``.
         lr, value_lr: AdamW learning rates of the policy and the value model.
         kl_coef: beta of ``(1 - beta) r - beta KL`` (paper: 0.05).
@@ -334,6 +337,22 @@ class TimedReward(RewardFunction):
             return call_reward(self.inner, prompts, completions, references)
         finally:
             self.seconds += time.perf_counter() - start
+
+
+#: Sequences per forward/backward of the update when ``micro_batch_size`` is None. The
+#: update's activations grow with B x (prompt + completion) tokens: SmolLM2 at B=16 x ~450
+#: tokens beside the 1.5B judge went past 16 GiB; the summed gradient does not depend on it.
+DEFAULT_MICRO_BATCH = 8
+
+
+def update_micro_batch(config: TrainConfig) -> int:
+    """Sequences per forward/backward in the update: ``config.micro_batch_size``, or by
+    default at most :data:`DEFAULT_MICRO_BATCH`, rounded down to a multiple of the group size
+    with ``baseline="loo"`` (at least one group)."""
+    if config.micro_batch_size is not None:
+        return config.micro_batch_size
+    k = config.samples_per_prompt if config.baseline == "loo" else 1
+    return min(config.batch_size, max(k, DEFAULT_MICRO_BATCH // k * k))
 
 
 def build_reward(config: TrainConfig):
@@ -835,7 +854,7 @@ def train(config: TrainConfig,
                 policy, value_model, reference, policy_opt, value_opt,
                 batch.prompt_ids, batch.completion_ids, batch.rewards,
                 kl_coef=config.kl_coef, temperature=config.temperature, n_actions=n_actions,
-                pad_id=pad_id, micro_batch_size=config.micro_batch_size,
+                pad_id=pad_id, micro_batch_size=update_micro_batch(config),
                 max_grad_norm=config.max_grad_norm, baseline=config.baseline,
                 group_size=config.samples_per_prompt,
             )

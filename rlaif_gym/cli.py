@@ -506,7 +506,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=d["batch_size"],
                    help="episodes per update = vector env size (%(default)s)")
     p.add_argument("--micro-batch-size", type=positive_int, default=d["micro_batch_size"],
-                   help="sequences per forward/backward (default: the whole batch)")
+                   help="sequences per forward/backward (default: at most 8, a multiple of "
+                        "--samples-per-prompt with --baseline loo)")
     p.add_argument("--lr", type=positive_float, default=d["lr"],
                    help="policy AdamW lr (%(default)s)")
     p.add_argument("--value-lr", type=positive_float, default=d["value_lr"],

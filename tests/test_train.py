@@ -251,3 +251,16 @@ def test_train_prompts_larger_than_the_split_is_an_error(tmp_path):
         train(tiny_config(tmp_path / "run", train_prompts=17, steps=1))
     with pytest.raises(ValueError, match="train_prompts"):
         tiny_config(tmp_path, train_prompts=0)
+
+
+def test_update_micro_batch_defaults_to_at_most_eight_sequences_in_whole_groups():
+    from agents.train import TrainConfig, update_micro_batch
+
+    def micro(**kw):
+        return update_micro_batch(TrainConfig(out_dir="unused", policy="tiny-random", reward="none",
+                                              **kw))
+
+    assert micro(batch_size=16) == 8
+    assert micro(batch_size=4) == 4
+    assert micro(batch_size=18, samples_per_prompt=3, baseline="loo") == 6
+    assert micro(batch_size=16, micro_batch_size=16) == 16
