@@ -57,12 +57,13 @@ FULL: dict[str, Any] = {
     "rm_batch_size": 8,
     "rm_max_length": 192,
     "rl_steps": 6,
+    "drlaif_steps": 3,
     "hh_rl_steps": 1,
     "si_rl_steps": 1,
     "rl_batch_size": 8,
     "max_new_tokens": 48,
     "max_prompt_tokens": 384,
-    "eval_n": 48,
+    "eval_n": 32,
     "eval_n_ref": 16,
     "eval_n_small": 8,
     "eval_batch_size": 16,
@@ -90,6 +91,7 @@ QUICK: dict[str, Any] = {
     "rm_batch_size": 4,
     "rm_max_length": 256,
     "rl_steps": 2,
+    "drlaif_steps": 2,
     "hh_rl_steps": 1,
     "si_rl_steps": 1,
     "rl_batch_size": 2,
@@ -160,6 +162,7 @@ class ReproduceConfig:
     rm_max_length: int = FULL["rm_max_length"]
     rm_lr: float = 1e-5
     rl_steps: int = FULL["rl_steps"]
+    drlaif_steps: int = FULL["drlaif_steps"]
     hh_rl_steps: int = FULL["hh_rl_steps"]
     si_rl_steps: int = FULL["si_rl_steps"]
     rl_batch_size: int = FULL["rl_batch_size"]
@@ -304,7 +307,7 @@ def runs_of(config: ReproduceConfig) -> list[Run]:
     if "tldr" in config.tasks:
         for seed in config.seeds:
             runs.append(Run(f"tldr/d-rlaif-s{seed}", "tldr", f"d-RLAIF s{seed}", "direct",
-                            config.direct_judge, "sft", seed, config.rl_steps))
+                            config.direct_judge, "sft", seed, config.drlaif_steps))
         runs.append(Run("si/d-rlaif-self", "tldr", "SI self-rewarded", "direct",
                         config.si_judge, "si-sft", config.seed, config.si_rl_steps))
         runs.append(Run("si/d-rlaif-judge", "tldr", "SI judge-rewarded", "direct",
