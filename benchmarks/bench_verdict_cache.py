@@ -26,7 +26,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -62,25 +64,21 @@ def main(argv: list[str] | None = None) -> dict:
                                   source="local", limit=args.n)
     contexts = [p.context for p in pairs]
     a, b = [p.responses[0] for p in pairs], [p.responses[1] for p in pairs]
-    tokenizer = load_tokenizer(args.judge)
-    model = load_causal_lm(args.judge, dtype="float32", num_threads=1).eval()
-    passes = []
-    with tempfile.TemporaryDirectory() as tmp, CompletionStub(model, tokenizer) as stub:
-        cache = Path(tmp) / "verdicts.sqlite"
-        for name in ("first", "repeat"):
-            before = stub.requests
-            judge = OpenAIJudge(tokenizer, stub.url, server="vllm", top_logprobs=2,
-                                max_concurrency=args.concurrency, verdict_cache=cache,
-                                name=args.judge)
-            started = time.perf_counter()
-            labels = list(judge_pairwise(judge, "tldr", contexts, a, b))
-            seconds = time.perf_counter() - started
-            stats = judge.stats.snapshot()
-            judge.close()
-            passes.append({"pass": name, "server_requests": stub.requests - before,
-                           "seconds": seconds, "cache_hits": stats.cache_hits,
-                           "cache_misses": stats.cache_misses, "calls": stats.calls,
-                           "p_first": [x.p_first for x in labels]})
+
+    def one_pass(stub: CompletionStub, tokenizer: Any, cache: Path, _out: Path) -> dict:
+        judge = OpenAIJudge(tokenizer, stub.url, server="vllm", top_logprobs=2,
+                            max_concurrency=args.concurrency, verdict_cache=cache,
+                            name=args.judge)
+        started = time.perf_counter()
+        labels = list(judge_pairwise(judge, "tldr", contexts, a, b))
+        seconds = time.perf_counter() - started
+        stats = judge.stats.snapshot()
+        judge.close()
+        return {"seconds": seconds, "cache_hits": stats.cache_hits,
+                "cache_misses": stats.cache_misses, "calls": stats.calls,
+                "p_first": [x.p_first for x in labels]}
+
+    passes = _two_passes(args, one_pass)
     first, repeat = passes
     diff = max(abs(x - y) for x, y in zip(first["p_first"], repeat["p_first"], strict=True))
     result = {
@@ -101,36 +99,48 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def _evaluate_twice(args: argparse.Namespace, argv: list[str] | None) -> dict:
-    import json
-
-    from rlaif_gym.cli import main as cli
-
+def _two_passes(args: argparse.Namespace,
+                one_pass: Callable[[CompletionStub, Any, Path, Path], dict]) -> list[dict]:
+    """The judge (``--judge``, float32, 1 thread) behind the stub server and one verdict cache
+    file; ``one_pass(stub, tokenizer, cache, out)`` runs twice ("first", "repeat", each with
+    its own scratch folder ``out``). Each pass's record gains its name and the requests the
+    server received during it."""
     tokenizer = load_tokenizer(args.judge)
     model = load_causal_lm(args.judge, dtype="float32", num_threads=1).eval()
     passes = []
     with tempfile.TemporaryDirectory() as tmp, CompletionStub(model, tokenizer) as stub:
         cache = Path(tmp) / "verdicts.sqlite"
         for name in ("first", "repeat"):
-            out = Path(tmp) / f"eval-{name}"
             before = stub.requests
-            started = time.perf_counter()
-            code = cli(["evaluate", "--task", "tldr", "--policy", "SFT=smollm2-135m-instruct",
-                        "--policy", "REF=reference", "--pair", "SFT:REF", "--n", str(args.n),
-                        "--data-dir", args.data_dir, "--split", "test",
-                        "--max-new-tokens", "32", "--judge", args.judge,
-                        "--backend", "openai", "--base-url", stub.url, "--server", "vllm",
-                        "--concurrency", str(args.concurrency), "--verdict-cache", str(cache),
-                        "--threads", "1", "--no-progress", "--out", str(out)])
-            seconds = time.perf_counter() - started
-            if code != 0:
-                raise SystemExit(f"rlaif-gym evaluate failed ({code})")
-            summary = json.loads((out / "evaluation.json").read_text())
-            passes.append({
-                "pass": name, "server_requests": stub.requests - before, "seconds": seconds,
-                "win_rate": summary["comparisons"][0]["win_rate"],
+            record = one_pass(stub, tokenizer, cache, Path(tmp) / f"pass-{name}")
+            passes.append({"pass": name, "server_requests": stub.requests - before,
+                           **record})
+    return passes
+
+
+def _evaluate_twice(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    import json
+
+    from rlaif_gym.cli import main as cli
+
+    def one_pass(stub: CompletionStub, _tokenizer: Any, cache: Path, out: Path) -> dict:
+        started = time.perf_counter()
+        code = cli(["evaluate", "--task", "tldr", "--policy", "SFT=smollm2-135m-instruct",
+                    "--policy", "REF=reference", "--pair", "SFT:REF", "--n", str(args.n),
+                    "--data-dir", args.data_dir, "--split", "test",
+                    "--max-new-tokens", "32", "--judge", args.judge,
+                    "--backend", "openai", "--base-url", stub.url, "--server", "vllm",
+                    "--concurrency", str(args.concurrency), "--verdict-cache", str(cache),
+                    "--threads", "1", "--no-progress", "--out", str(out)])
+        seconds = time.perf_counter() - started
+        if code != 0:
+            raise SystemExit(f"rlaif-gym evaluate failed ({code})")
+        summary = json.loads((out / "evaluation.json").read_text())
+        return {"seconds": seconds, "win_rate": summary["comparisons"][0]["win_rate"],
                 "completions": sorted(p.read_text() for p in out.rglob("completions*.jsonl")),
-                "judgments": sorted((out / "judgments.jsonl").read_text().splitlines())})
+                "judgments": sorted((out / "judgments.jsonl").read_text().splitlines())}
+
+    passes = _two_passes(args, one_pass)
     first, repeat = passes
     result = {
         "command": command_line(__file__, argv),
