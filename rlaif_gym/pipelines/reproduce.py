@@ -398,7 +398,7 @@ def stage_rl(config: ReproduceConfig, out: Path, run: Run) -> str:
                   max_prompt_tokens=config.max_prompt_tokens, seed=run.seed,
                   checkpoint_every=max(1, min(4, run.steps)), threads=config.threads)
     if run.start == "si-sft":  # the 0.5B policy, its value copy, reference and AdamW states
-        kwargs["micro_batch_size"] = 2  # take ~14 GiB: B=8 at once went past 24 GiB
+        kwargs["micro_batch_size"] = 2  # leave little room: at 8 a run was killed at 24 GiB
     prompts = _prompts(config, out, run.task, "train")
     # resume=True continues a checkpoint, and starts afresh (dropping a metrics.csv left by
     # a crash before the first checkpoint) when there is none

@@ -36,9 +36,10 @@ __all__ = [
 # =========================================================================== settings
 
 #: Defaults of a full run (``make reproduce``), sized to fit about 3 hours on 2 CPU cores with
-#: ``labels_from`` (the report's cost section has the measured stage times). The 1.5B judge
-#: costs about 15 s per evaluation prompt of d-RLAIF vs SFT (3 seeds, both orders) on such a
-#: machine, so ``eval_n=200`` (the issue's goal) adds about 40 minutes.
+#: ``labels_from`` (the report's cost section has the measured stage times). Estimated, not
+#: measured: at the 1.5B judge's measured bf16 prefill rate on such a machine (~90 tokens/s,
+#: docs/BENCHMARKS.md, CPU dtype) a prompt of d-RLAIF vs SFT (3 seeds, both orders) costs
+#: ~15 s, so ``eval_n=200`` (the issue's goal) would add roughly 40 minutes.
 FULL: dict[str, Any] = {
     "judge": DEFAULT_JUDGE,
     "direct_judge": DEFAULT_JUDGE,
