@@ -89,6 +89,17 @@ def test_every_rl_run_starts_from_its_tasks_sft_policy(tiny_run):
     assert (out / "work" / ".gitignore").read_text().splitlines()[-1] == "*"
 
 
+def test_self_improvement_runs_use_the_leave_one_out_baseline_without_a_value_model(tiny_run):
+    out, _ = tiny_run
+    for key in ("si/d-rlaif-self", "si/d-rlaif-judge"):
+        folder = out / "work" / "runs" / key
+        config = json.loads((folder / "config.json").read_text())
+        assert (config["baseline"], config["samples_per_prompt"]) == ("loo", 2), key
+        assert not (folder / "checkpoint" / "value.safetensors").exists(), key
+    main = json.loads((out / "work" / "runs" / "tldr/d-rlaif-s0" / "config.json").read_text())
+    assert (main["baseline"], main["samples_per_prompt"]) == ("value", 1)
+
+
 def test_sft_never_trains_on_an_evaluation_prompt(tiny_run):
     out, _ = tiny_run
     for task in ("tldr", "helpful", "harmless"):

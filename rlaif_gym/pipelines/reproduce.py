@@ -397,8 +397,8 @@ def stage_rl(config: ReproduceConfig, out: Path, run: Run) -> str:
                   temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                   max_prompt_tokens=config.max_prompt_tokens, seed=run.seed,
                   checkpoint_every=max(1, min(4, run.steps)), threads=config.threads)
-    if run.start == "si-sft":  # the 0.5B policy, its value copy, reference and AdamW states
-        kwargs["micro_batch_size"] = 2  # leave little room: at 8 a run was killed at 24 GiB
+    if run.baseline != "value":
+        kwargs.update(baseline=run.baseline, samples_per_prompt=run.samples_per_prompt)
     prompts = _prompts(config, out, run.task, "train")
     # resume=True continues a checkpoint, and starts afresh (dropping a metrics.csv left by
     # a crash before the first checkpoint) when there is none

@@ -284,6 +284,8 @@ class Run:
         reward: a reward name. judge: the direct reward's judge (None for RMs).
         start: ``"sft"`` (the task's SFT policy) or ``"si-sft"`` (the self-improvement one).
         seed: the run's seed. steps: RL updates.
+        baseline: ``"value"`` (the paper's value model) or ``"loo"`` (leave-one-out over
+        ``samples_per_prompt`` completions of each prompt; no value model).
     """
 
     key: str
@@ -294,6 +296,8 @@ class Run:
     start: str
     seed: int
     steps: int
+    baseline: str = "value"
+    samples_per_prompt: int = 1
 
 
 def runs_of(config: ReproduceConfig) -> list[Run]:
@@ -309,10 +313,14 @@ def runs_of(config: ReproduceConfig) -> list[Run]:
         for seed in config.seeds:
             runs.append(Run(f"tldr/d-rlaif-s{seed}", "tldr", f"d-RLAIF s{seed}", "direct",
                             config.direct_judge, "sft", seed, config.drlaif_steps))
-        runs.append(Run("si/d-rlaif-self", "tldr", "SI self-rewarded", "direct",
-                        config.si_judge, "si-sft", config.seed, config.si_rl_steps))
-        runs.append(Run("si/d-rlaif-judge", "tldr", "SI judge-rewarded", "direct",
-                        config.direct_judge, "si-sft", config.seed, config.si_rl_steps))
+        # the 0.5B policy trains with the leave-one-out baseline (2 samples per prompt): its
+        # value copy and that copy's AdamW states (~8 GB in float32) beside the 1.5B judge
+        # were killed for memory at 24 GiB three times, even at 2 sequences per update
+        for key, name, judge in (("si/d-rlaif-self", "SI self-rewarded", config.si_judge),
+                                 ("si/d-rlaif-judge", "SI judge-rewarded",
+                                  config.direct_judge)):
+            runs.append(Run(key, "tldr", name, "direct", judge, "si-sft", config.seed,
+                            config.si_rl_steps, baseline="loo", samples_per_prompt=2))
     return runs
 
 
