@@ -36,10 +36,11 @@ __all__ = [
 # =========================================================================== settings
 
 #: Defaults of a full run (``make reproduce``), sized to fit about 3 hours on 2 CPU cores with
-#: ``labels_from`` (the report's cost section has the measured stage times). Estimated, not
-#: measured: at the 1.5B judge's measured bf16 prefill rate on such a machine (~90 tokens/s,
-#: docs/BENCHMARKS.md, CPU dtype) a prompt of d-RLAIF vs SFT (3 seeds, both orders) costs
-#: ~15 s, so ``eval_n=200`` (the issue's goal) would add roughly 40 minutes.
+#: ``labels_from``: its stages took 2.06 h on a 2-core EPYC (reports/reproduce/REPORT.md, cost
+#: section). Measured there: d-RLAIF vs SFT at ``eval_n=32`` took 383 s (136 s sampling 4
+#: policies, 2.6 s per pair judged in both orders); research/drlaif_200 judged 200 prompts
+#: (with the reference pairs too) in 72 min, 1.6 s per completion sampled and 2.2 s per pair.
+#: So ``eval_n=200`` (the issue's goal) adds roughly 40 minutes: an estimate from those rates.
 FULL: dict[str, Any] = {
     "judge": DEFAULT_JUDGE,
     "direct_judge": DEFAULT_JUDGE,
