@@ -117,6 +117,30 @@ def test_two_processes_write_the_same_file(tmp_path):
     assert [r.tolist() for r in rows] == [[-39.0, -3.0], [-0.0, -9.0], [-7.0, -10.0]]
 
 
+OPENER = """
+import sys, time
+from rewards.judges.verdict_cache import VerdictCache
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+VerdictCache(sys.argv[1]).close()
+"""
+
+
+def test_processes_opening_one_new_file_together_all_succeed(tmp_path):
+    # switching a new file to WAL can fail at once with "database is locked" when another
+    # process does the same (without the retry this test failed in 1 of 2 runs)
+    for round_ in range(8):
+        path = tmp_path / f"r{round_}" / "v.sqlite"
+        start = time.time() + 1.5
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path), str(start)],
+                                  cwd=ROOT, env={"PYTHONPATH": str(ROOT)},
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+
+
 def test_a_writer_killed_mid_write_leaves_a_readable_file(tmp_path):
     path = tmp_path / "v.sqlite"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "k", "100000"], cwd=ROOT,

@@ -34,14 +34,17 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from rewards.judges.base import JudgeError, Prompt, as_segments
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from rewards.judges.base import Judge
@@ -66,6 +69,21 @@ def verdict_key(identity: str, prompt: Prompt, candidates: Sequence[str]) -> str
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _retry_locked(call: Callable[[], T], timeout: float) -> T:
+    """``call()``, retried for up to ``timeout`` seconds while SQLite says the database is
+    locked. Switching a new file to WAL, or creating its table, while another process does the
+    same can fail at once without SQLite's busy handler (seen with 6 processes opening one new
+    file together: 3 of 60 failed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 class VerdictCache:
     """Verdicts in a SQLite file, shared by threads and processes.
 
@@ -85,11 +103,12 @@ class VerdictCache:
                                      check_same_thread=False)
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _retry_locked(
+                lambda: self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0], timeout)
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot use WAL mode on {self.path} ({mode})")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute(_SCHEMA)
+            _retry_locked(lambda: self._conn.execute(_SCHEMA), timeout)
         except sqlite3.Error:
             self._conn.close()
             raise
