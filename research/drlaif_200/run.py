@@ -30,17 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from agents.train import PromptSchedule
+from rlaif_gym.files import read_json, write_json
 from rlaif_gym.pipelines.evaluate import evaluate_policies
-
-
-def read(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
+from rlaif_gym.pipelines.reproduce_plan import sft_dir
 
 
 def rl_prompt_ids(run: Path, train_ids: list[str]) -> set[str]:
     """The train prompts an RL run drew (its schedule replayed for its finished steps)."""
-    config = read(run / "config.json")
-    state = read(run / "checkpoint" / "state.json")
+    config = read_json(run / "config.json")
+    # the run's prompt list is the data stage's train_ids, in order (stage_rl)
+    assert [str(p["id"]) for p in config["env_options"]["prompts"]] == train_ids, run
+    state = read_json(run / "checkpoint" / "state.json")
     schedule = PromptSchedule(len(train_ids), config["seed"])
     used: set[str] = set()
     for step in range(state["step"]):
@@ -59,16 +59,13 @@ def main() -> None:
     args = parser.parse_args()
 
     rep = args.reproduction
-    state = read(rep / "state.json")["config"]
-    eval_ids = read(rep / "data" / "tldr" / "eval_ids.json")
-    train_ids = read(rep / "data" / "tldr" / "train_ids.json")
-    sft_split = read(rep / "work" / "sft" / "tldr" / "split.json")
+    state = read_json(rep / "state.json")["config"]
+    eval_ids = read_json(rep / "data" / "tldr" / "eval_ids.json")
+    train_ids = read_json(rep / "data" / "tldr" / "train_ids.json")
+    sft = sft_dir(rep, "sft", "tldr")
+    sft_split = read_json(sft / "split.json")
     seeds = state["seeds"]
     runs = {s: rep / "work" / "runs" / "tldr" / f"d-rlaif-s{s}" for s in seeds}
-    # the RL runs' prompt list is the data stage's train_ids, in order (stage_rl)
-    for run in runs.values():
-        prompts = read(run / "config.json")["env_options"]["prompts"]
-        assert [str(p["id"]) for p in prompts] == train_ids, run
     trained = set(sft_split["train_ids"])
     for run in runs.values():
         trained |= rl_prompt_ids(run, train_ids)
@@ -79,13 +76,13 @@ def main() -> None:
     if len(ids) < args.n:
         raise SystemExit(f"only {len(ids)} prompts unused by SFT and d-RLAIF")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ids.json").write_text(json.dumps(
-        {"ids": ids, "from_eval_ids": min(len(eval_ids), args.n),
-         "excluded_sft_train": len(sft_split["train_ids"]),
-         "excluded_trained_total": len(trained)}, indent=1), encoding="utf-8")
+    write_json(args.out / "ids.json",
+               {"ids": ids, "from_eval_ids": min(len(eval_ids), args.n),
+                "excluded_sft_train": len(sft_split["train_ids"]),
+                "excluded_trained_total": len(trained)})
 
     names = [f"d-RLAIF s{s}" for s in seeds]
-    policies = [f"SFT={rep / 'work' / 'sft' / 'tldr' / 'policy'}"]
+    policies = [f"SFT={sft / 'policy'}"]
     policies += [f"{name}={runs[s]}" for name, s in zip(names, seeds, strict=True)]
     policies += ["REF=reference"]  # the posts' human TL;DRs
     summary = evaluate_policies(
@@ -114,7 +111,7 @@ def main() -> None:
                      for name, p in summary["policies"].items()},
         "wall_time_s": summary["wall_time_s"], "work_done": summary["work_done"],
     }
-    (args.out / "summary.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+    write_json(args.out / "summary.json", result)
     print(json.dumps({k: result[k] for k in ("mean_win_rate", "sd_win_rate",
                                              "mean_length_controlled")}, indent=1))
 

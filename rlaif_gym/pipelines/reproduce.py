@@ -396,9 +396,8 @@ def stage_rl(config: ReproduceConfig, out: Path, run: Run) -> str:
                   batch_size=config.rl_batch_size, lr=config.lr, kl_coef=config.kl_coef,
                   temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                   max_prompt_tokens=config.max_prompt_tokens, seed=run.seed,
-                  checkpoint_every=max(1, min(4, run.steps)), threads=config.threads)
-    if run.baseline != "value":
-        kwargs.update(baseline=run.baseline, samples_per_prompt=run.samples_per_prompt)
+                  checkpoint_every=max(1, min(4, run.steps)), threads=config.threads,
+                  baseline=run.baseline, samples_per_prompt=run.samples_per_prompt)
     prompts = _prompts(config, out, run.task, "train")
     # resume=True continues a checkpoint, and starts afresh (dropping a metrics.csv left by
     # a crash before the first checkpoint) when there is none
