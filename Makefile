@@ -5,7 +5,7 @@
 #                            at small scale (2.1 h on 2 cores: the report lists each stage), report in
 #                            runs/reproduce/REPORT.md (the committed example is
 #                            reports/reproduce/, made with OUT=reports/reproduce)
-#   make reproduce-quick  -> the same with tiny sizes (13 min and ~40 GB of checkpoints on 2
+#   make reproduce-quick  -> the same with tiny sizes (8 min 42 s and 11 GB of checkpoints on 2
 #                            cores: reports/reproduce-quick), runs/reproduce-quick/
 #   (extra options: make reproduce ARGS="--rl-steps 50 --eval-n 200")
 # GPU users: see README ("Installing on a GPU machine").

@@ -21,7 +21,9 @@ Run folder ``OUT``::
     OUT/checkpoint/         the latest checkpoint, replaced atomically:
         policy/             save_pretrained() weights + tokenizer (load_causal_lm(...) loads it)
         value.safetensors   value model (backbone + scalar head; not with baseline "loo")
-        trainer_state.pt    the optimizers, torch RNG states (global, sampling generator)
+        trainer_state.pt    the optimizers, torch RNG states (global, sampling generator);
+                            with keep_training_state=False the final checkpoint has neither
+                            this nor value.safetensors (it can be evaluated, not extended)
         state.json          step, python/numpy RNG states, prompt-schedule state, config
         metrics.csv         the metrics rows up to this step (restored on resume)
 
@@ -98,7 +100,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
 CHECKPOINT = "checkpoint"
 #: Config fields that may change when resuming without a warning.
 RESUMABLE_CHANGES = frozenset({"steps", "resume", "checkpoint_every", "threads", "progress",
-                               "out_dir", "device"})
+                               "out_dir", "device", "keep_training_state"})
 
 
 #: Accepted ``TrainConfig.value_init`` values.
@@ -144,6 +146,10 @@ class TrainConfig:
         data_dir: data folder (default ``$RLAIF_GYM_DATA``).
         seed: seeds the prompt schedule, the sampling generator and the global RNGs.
         checkpoint_every: checkpoint (and plot) every N steps; always at the end.
+        keep_training_state: save the optimizers, the value model and the RNG states with
+            the final checkpoint too, so the run can be extended later (more ``steps``).
+            False keeps only the policy there (2.6 GB less for SmolLM2-135M with the value
+            baseline); intermediate checkpoints always hold everything.
         threads: ``torch.set_num_threads`` (also the judge's threads); None: unchanged.
         postprocess: ``"none"``, ``"strip-trailing-punctuation"`` or a callable ``str -> str``
             applied to completions before the reward sees them (:mod:`agents.postprocess`).
@@ -184,6 +190,7 @@ class TrainConfig:
     data_dir: str | None = None
     seed: int = 0
     checkpoint_every: int = 50
+    keep_training_state: bool = True
     threads: int | None = None
     postprocess: Any = "none"
     max_grad_norm: float | None = 1.0
@@ -522,10 +529,14 @@ def _restore_rng_json(states: dict[str, Any]) -> None:
 
 def save_checkpoint(out_dir: Path, *, step: int, config: TrainConfig, policy, tokenizer,
                     value_model: ValueModel | None, policy_opt, value_opt,
-                    generator: torch.Generator, schedule: PromptSchedule) -> Path:
+                    generator: torch.Generator, schedule: PromptSchedule,
+                    training_state: bool = True) -> Path:
     """Write ``out_dir/checkpoint`` atomically: build it in a temporary folder, then swap
     it in with renames (the previous one is kept as ``checkpoint.old`` until the swap is
-    done, and :func:`find_checkpoint` falls back to it)."""
+    done, and :func:`find_checkpoint` falls back to it).
+
+    ``training_state=False`` writes the policy, ``state.json`` (with ``"training_state":
+    false``) and the metrics only: no value model, optimizers or RNG states."""
     from safetensors.torch import save_file
 
     final = out_dir / CHECKPOINT
@@ -535,21 +546,23 @@ def save_checkpoint(out_dir: Path, *, step: int, config: TrainConfig, policy, to
         policy.save_pretrained(tmp / "policy")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "policy")
-        if value_model is not None:  # baseline "loo" has none
+        if value_model is not None and training_state:  # baseline "loo" has none
             save_file({k: v.detach().contiguous().cpu()
                        for k, v in value_model.state_dict().items()},
                       str(tmp / "value.safetensors"))
             os.chmod(tmp / "value.safetensors", 0o644)
-        cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-        torch.save({
-            "policy_optimizer": policy_opt.state_dict(),
-            "value_optimizer": None if value_opt is None else value_opt.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": cuda_states,
-            "generator": generator.get_state(),
-        }, tmp / "trainer_state.pt")
+        if training_state:
+            cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+            torch.save({
+                "policy_optimizer": policy_opt.state_dict(),
+                "value_optimizer": None if value_opt is None else value_opt.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": cuda_states,
+                "generator": generator.get_state(),
+            }, tmp / "trainer_state.pt")
         state = {
             "step": step,
+            "training_state": training_state,
             "rng": _rng_json(),
             "schedule": {"num_prompts": schedule.num_prompts, "seed": schedule.seed,
                          "episodes_done": step * config.batch_size},
@@ -577,12 +590,22 @@ def save_checkpoint(out_dir: Path, *, step: int, config: TrainConfig, policy, to
 
 def find_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     """``out_dir/checkpoint`` if complete, else ``checkpoint.old`` (a swap was
-    interrupted), else None."""
+    interrupted), else None. Complete: ``state.json`` and ``trainer_state.pt``, or a final
+    checkpoint saved without its training state (``keep_training_state=False``)."""
     for name in (CHECKPOINT, f"{CHECKPOINT}.old"):
         folder = Path(out_dir) / name
-        if (folder / "state.json").is_file() and (folder / "trainer_state.pt").is_file():
+        if not (folder / "state.json").is_file():
+            continue
+        if (folder / "trainer_state.pt").is_file() or not has_training_state(folder):
             return folder
     return None
+
+
+def has_training_state(checkpoint: str | os.PathLike) -> bool:
+    """Whether a checkpoint folder was saved with its optimizers and RNG states (every
+    checkpoint but a final one of a run with ``keep_training_state=False``)."""
+    state = json.loads((Path(checkpoint) / "state.json").read_text(encoding="utf-8"))
+    return bool(state.get("training_state", True))
 
 
 def load_policy_weights(model: torch.nn.Module, folder: Path) -> None:
@@ -759,6 +782,12 @@ def train(config: TrainConfig,
     if checkpoint is not None:
         saved_state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
         _check_resume_config(config, saved_state["config"])
+        if not saved_state.get("training_state", True) and saved_state["step"] < config.steps:
+            raise UsageError(f"{checkpoint} is the final checkpoint of a run saved without its "
+                             f"training state (keep_training_state=False) at step "
+                             f"{saved_state['step']}; it cannot be extended to {config.steps} "
+                             "steps. Start a new run from its policy "
+                             f"(policy={checkpoint / 'policy'}) instead")
 
     # models: reference (frozen initial policy), policy, value (backbone copy + head; none
     # with the leave-one-out baseline)
@@ -772,11 +801,12 @@ def train(config: TrainConfig,
         value_model = ValueModel.from_policy(reference)
         value_model.requires_grad_(True)
         value_model.eval()
+    trainable = checkpoint is not None and has_training_state(checkpoint)
     if checkpoint is not None:
         from safetensors.torch import load_file
 
         load_policy_weights(policy, checkpoint / "policy")
-        if value_model is not None:
+        if value_model is not None and trainable:
             value_file = checkpoint / "value.safetensors"
             if not value_file.is_file():
                 raise FileNotFoundError(f"{value_file} is missing: the checkpoint was saved "
@@ -806,16 +836,17 @@ def train(config: TrainConfig,
     generator.manual_seed(config.seed)
     start = 0
     if checkpoint is not None and saved_state is not None:
-        # RNG states must stay on the CPU; the optimizers move their states to the params
-        trainer = torch.load(checkpoint / "trainer_state.pt", map_location="cpu",
-                             weights_only=True)
-        policy_opt.load_state_dict(trainer["policy_optimizer"])
-        if value_opt is not None and trainer["value_optimizer"] is not None:
-            value_opt.load_state_dict(trainer["value_optimizer"])
-        torch.set_rng_state(trainer["torch_rng"])
-        if trainer["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(trainer["cuda_rng"])
-        generator.set_state(trainer["generator"])
+        if trainable:  # else: a finished run (steps <= its step, checked above)
+            # RNG states must stay on the CPU; the optimizers move their states to the params
+            trainer = torch.load(checkpoint / "trainer_state.pt", map_location="cpu",
+                                 weights_only=True)
+            policy_opt.load_state_dict(trainer["policy_optimizer"])
+            if value_opt is not None and trainer["value_optimizer"] is not None:
+                value_opt.load_state_dict(trainer["value_optimizer"])
+            torch.set_rng_state(trainer["torch_rng"])
+            if trainer["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(trainer["cuda_rng"])
+            generator.set_state(trainer["generator"])
         _restore_rng_json(saved_state["rng"])
         start = int(saved_state["step"])
         saved_rows = checkpoint / "metrics.csv"  # the checkpoint's copy wins over a torn file
@@ -832,7 +863,8 @@ def train(config: TrainConfig,
         save_checkpoint(out, step=step, config=config, policy=policy,
                         tokenizer=unwrapped.tokenizer, value_model=value_model,
                         policy_opt=policy_opt, value_opt=value_opt, generator=generator,
-                        schedule=schedule)
+                        schedule=schedule,
+                        training_state=config.keep_training_state or step < config.steps)
         plot_curves(out / "metrics.csv", out / "curves.png")
         last_saved = step
 

@@ -786,6 +786,7 @@ def train_reward_model(
     max_grad_norm: float | None = 1.0,
     max_steps: int | None = None,
     save_every: int | None = None,
+    keep_training_state: bool = True,
     dtype: Any = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
@@ -816,6 +817,10 @@ def train_reward_model(
         progress: tqdm progress bar and per-epoch lines on stderr.
         num_threads: ``torch.set_num_threads`` (process-wide) when given.
         max_steps: stop after this many optimizer steps in total (checkpoint saved).
+        keep_training_state: write ``trainer_state.pt`` (optimizer, RNG, position) with the
+            finished model too, so that it can be trained for more epochs later. False
+            leaves it out of the final save (1.1 GB less for SmolLM2-135M); checkpoints
+            before the end always hold it.
         log: called with each per-epoch report line (default: stderr when ``progress``).
 
     Returns:
@@ -903,6 +908,9 @@ def train_reward_model(
                        / steps_per_epoch, epochs_completed=epoch, step=step,
                        metrics=history[-1] if history else {}, history=history,
                        complete=epoch >= epochs and group_index == 0)
+        if rm.meta["complete"] and not keep_training_state:
+            rm.save_pretrained(out)
+            return
         trainer_state = {"format": META_FORMAT, "config": config, "step": step, "epoch": epoch,
                          "group": group_index, "optimizer": optimizer.state_dict(),
                          "torch_rng": torch.get_rng_state(), "losses": losses,
@@ -1002,8 +1010,10 @@ def _load_trainer_state(out: Path, config: Mapping[str, Any], resume: bool
             raise FileExistsError(f"{out} already holds a reward model; choose another output "
                                   "directory")
         if (out / RM_META_FILE).is_file():
-            raise FileExistsError(f"{out} holds a reward model without a trainer state (it "
-                                  "cannot be resumed); choose another output directory")
+            raise FileExistsError(f"{out} holds a reward model without a trainer state (a "
+                                  "finished one saved with keep_training_state=False, or not "
+                                  "trained by train_reward_model): it cannot be resumed; "
+                                  "choose another output directory")
         return None
     if not resume:
         raise FileExistsError(f"{out} already holds a reward-model checkpoint; resume it "

@@ -380,6 +380,9 @@ def _add_train_rm(sub: argparse._SubParsersAction) -> None:
                    help="stop after this many optimizer steps (a checkpoint is saved)")
     t.add_argument("--save-every", type=positive_int, default=None,
                    help="also save a checkpoint every N optimizer steps")
+    t.add_argument("--final-weights-only", action="store_true",
+                   help="the finished model is saved without its optimizer state (1.1 GB "
+                        "less for SmolLM2; it can then not be trained further)")
     t.add_argument("--eval-batch-size", type=positive_int, default=16)
     _threads_arg(t)
     t.add_argument("--device", default="cpu", help="torch device, e.g. cuda (%(default)s)")
@@ -402,6 +405,7 @@ def _run_train_rm(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
         split_seed=args.split_seed, test_fraction=args.test_fraction,
         split_file=args.split_file, max_steps=args.max_steps, save_every=args.save_every,
+        keep_training_state=not args.final_weights_only,
         eval_batch_size=args.eval_batch_size, threads=args.threads, device=args.device,
         resume=args.resume, progress=not args.no_progress)
     print(json.dumps(result))
@@ -537,6 +541,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--checkpoint-every", type=positive_int, default=d["checkpoint_every"])
+    p.add_argument("--final-weights-only", action="store_true",
+                   help="the final checkpoint keeps the policy only, not the optimizers and "
+                        "the value model (GBs less; the run can then not be extended)")
     _threads_arg(p, default=os.cpu_count() or 1)
     p.add_argument("--postprocess", default=d["postprocess"],
                    choices=["none", "strip-trailing-punctuation"],
@@ -566,6 +573,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
         max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
         split=args.split, eval_split=args.eval_split, train_prompts=args.train_prompts,
         data_dir=args.data_dir, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        keep_training_state=not args.final_weights_only,
         threads=args.threads, postprocess=args.postprocess,
         max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
         value_init=args.value_init, weight_decay=args.weight_decay, dtype=args.dtype,
@@ -646,6 +654,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="compare policy A with B (repeatable)")
     p.add_argument("--judge", default=DEFAULT_JUDGE, metavar="SPEC",
                    help=f"judge model (default: {DEFAULT_JUDGE})")
+    p.add_argument("--no-judge", action="store_true",
+                   help="sample and compute the judge-free signals only (ROUGE-L, lengths, "
+                        "copy overlap); judge OUT's completions later with "
+                        "rlaif_gym.pipelines.evaluate.cached_policies")
     p.add_argument("--judge-prompt", default="base", help="preamble variant (%(default)s)")
     p.add_argument("--n", type=positive_int, default=100, help="prompts (%(default)s)")
     p.add_argument("--data-dir", default=None, help="data folder (default: $RLAIF_GYM_DATA)")
@@ -666,6 +678,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--length-unit", default="chars", choices=("chars", "words", "tokens"),
                    help="length used by the length-controlled win rate (%(default)s)")
     _threads_arg(p)
+    p.add_argument("--device", default="cpu", help="where the policies sample (%(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_evaluate, resume_hint="judgments made so far are kept in "
@@ -676,21 +689,22 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from rlaif_gym.pipelines.evaluate import evaluate_policies, format_tables, read_ids_json
 
     summary = evaluate_policies(
-        task=args.task, policies=args.policy, out_dir=args.out, judge=args.judge,
+        task=args.task, policies=args.policy, out_dir=args.out,
+        judge=None if args.no_judge else args.judge,
         pairs=args.pair, n=args.n, split=args.split, data_dir=args.data_dir,
         source=args.source, ids=read_ids_json(args.ids) if args.ids else None,
         judge_prompt=args.judge_prompt, max_new_tokens=args.max_new_tokens,
         max_prompt_tokens=args.max_prompt_tokens, temperature=args.temperature,
         seed=args.seed, batch_size=args.batch_size, judge_batch_size=args.judge_batch_size,
         judge_backend=_judge_backend_values(args), threads=args.threads,
-        n_bootstrap=args.bootstrap, length_unit=args.length_unit,
+        device=args.device, n_bootstrap=args.bootstrap, length_unit=args.length_unit,
         progress=not args.no_progress)
     print(f"task {summary['task']}, judge {summary['judge']}, N={summary['n_prompts']} prompts "
           f"({summary['data_source']}); 95% CIs: Wilson (win rates), bootstrap "
           f"(length-controlled)")
     print(format_tables(summary))
-    print(f"wrote {summary['files']['evaluation']}, {summary['files']['completions']}, "
-          f"{summary['files']['plot']}")
+    plot = f", {summary['files']['plot']}" if summary["comparisons"] else ""
+    print(f"wrote {summary['files']['evaluation']}, {summary['files']['completions']}{plot}")
     return 0
 
 
@@ -751,6 +765,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=positive_float, default=None, help="(0.9)")
     p.add_argument("--seed", type=int, default=None, help="(0)")
     _threads_arg(p)
+    p.add_argument("--device", default="cpu",
+                   help="where SFT, the reward models, RL and sampling run (%(default)s)")
     p.set_defaults(run=_run_reproduce, resume_hint="rerun the same command to resume")
 
 
@@ -776,7 +792,7 @@ def reproduce_config_from_args(args: argparse.Namespace) -> Any:
         seeds=seeds, labels_from=args.labels_from, test_fraction=args.test_fraction,
         sft_lr=args.sft_lr, rm_lr=args.rm_lr, lr=args.lr, kl_coef=args.kl_coef,
         temperature=args.temperature, seed=args.seed, threads=args.threads,
-        **{k: getattr(args, k) for k in SIZE_KEYS})
+        device=args.device, **{k: getattr(args, k) for k in SIZE_KEYS})
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:

@@ -261,6 +261,32 @@ def test_identical_completions_are_a_tie_without_a_judge_call(tmp_path, capsys):
     assert all(r["identical"] for r in rows)
 
 
+def test_completions_sampled_without_a_judge_are_judged_later_without_the_policies(
+        tmp_path, second_tiny_policy, capsys):
+    import shutil
+
+    from rlaif_gym.pipelines.evaluate import cached_policies, evaluate_policies
+
+    out = tmp_path / "eval"
+    copy = tmp_path / "policy_b"  # a policy folder that is gone when the judging happens
+    shutil.copytree(second_tiny_policy, copy)
+    assert _evaluate(out, copy, extra=["--no-judge"]) == 0
+    assert not (out / "judgments.jsonl").exists() and not (out / "win_rates.png").exists()
+    sampled = json.loads((out / "evaluation.json").read_text())
+    assert sampled["judge"] is None and sampled["comparisons"] == []
+    assert sampled["policies"]["B"]["lengths"]["n"] == 3
+    shutil.rmtree(copy)
+    policies = cached_policies(out)
+    assert [p.name for p in policies] == ["A", "B"] and policies[1].model == str(copy)
+    summary = evaluate_policies(
+        task="tldr", policies=policies, out_dir=out, judge="tiny-random", n=3,
+        split="sample", max_new_tokens=4, max_prompt_tokens=200, batch_size=2, threads=1,
+        n_bootstrap=20, progress=False, log=print)
+    assert "reusing 3 completions of B" in capsys.readouterr().out
+    (comparison,) = summary["comparisons"]
+    assert (comparison["a"], comparison["b"], comparison["win_rate"]["n"]) == ("B", "A", 3)
+
+
 def test_evaluate_cli_rejects_one_policy_and_unknown_pairs(tmp_path, capsys):
     from rlaif_gym.cli import main
 

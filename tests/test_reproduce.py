@@ -100,6 +100,17 @@ def test_self_improvement_runs_use_the_leave_one_out_baseline_without_a_value_mo
     assert (main["baseline"], main["samples_per_prompt"]) == ("value", 1)
 
 
+def test_finished_reward_models_and_rl_runs_keep_no_optimizer_state(tiny_run):
+    out, _ = tiny_run
+    work = out / "work"
+    assert len(list(work.glob("rm/*/*/rm_meta.json"))) == 7
+    assert not list(work.rglob("trainer_state.pt"))
+    assert not list(work.glob("runs/*/*/checkpoint/value.safetensors"))
+    for key in ("tldr/rlaif", "tldr/d-rlaif-s0", "helpful/rlhf"):
+        state = json.loads((work / "runs" / key / "checkpoint" / "state.json").read_text())
+        assert state["training_state"] is False, key
+
+
 def test_sft_never_trains_on_an_evaluation_prompt(tiny_run):
     out, _ = tiny_run
     for task in ("tldr", "helpful", "harmless"):
@@ -141,6 +152,16 @@ def test_the_command_written_in_the_report_parses_back_to_the_same_settings(tiny
     parsed = build_parser().parse_args(shlex.split(command)[1:])
     state = json.loads((out / "state.json").read_text())
     assert reproduce_config_from_args(parsed).pipeline() == state["config"]
+
+
+def test_the_device_option_is_parsed_but_does_not_change_the_cached_settings():
+    from rlaif_gym.cli import build_parser, reproduce_config_from_args
+
+    on_gpu = reproduce_config_from_args(build_parser().parse_args(
+        ["reproduce", "--quick", "--device", "cuda"]))
+    on_cpu = reproduce_config_from_args(build_parser().parse_args(["reproduce", "--quick"]))
+    assert (on_gpu.device, on_cpu.device) == ("cuda", "cpu")
+    assert on_gpu.pipeline() == on_cpu.pipeline() and "device" not in on_gpu.pipeline()
 
 
 def test_reference_evaluation_larger_than_eval_n_is_refused_before_any_stage(tmp_path, capsys):

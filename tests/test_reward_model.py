@@ -246,6 +246,31 @@ def test_resume_refuses_other_hyperparameters_or_data(tmp_path):
         train_reward_model(examples[:8], epochs=2, out_dir=tmp_path / "rm", **TRAIN_KW)
 
 
+def test_a_finished_model_saved_without_training_state_keeps_its_weights_only(tmp_path):
+    examples = examples_from_human(toy_pairs(16))
+    result = train_reward_model(examples, epochs=1, out_dir=tmp_path / "rm",
+                                keep_training_state=False, **TRAIN_KW)
+    assert not (tmp_path / "rm" / TRAINER_STATE_FILE).exists()
+    assert json.loads((tmp_path / "rm" / RM_META_FILE).read_text())["complete"] is True
+    loaded = RewardModel.from_pretrained(tmp_path / "rm")
+    contexts, responses = ["POST: a b c"], ["a summary"]
+    assert np.array_equal(loaded.score(contexts, responses),
+                          result.model.score(contexts, responses))
+    with pytest.raises(FileExistsError, match="keep_training_state=False"):
+        train_reward_model(examples, epochs=2, out_dir=tmp_path / "rm", **TRAIN_KW)
+
+
+def test_a_run_stopped_before_the_end_keeps_its_training_state_either_way(tmp_path):
+    examples = examples_from_human(toy_pairs(32))  # 4 steps per epoch
+    train_reward_model(examples, epochs=1, out_dir=tmp_path / "rm", max_steps=2,
+                       keep_training_state=False, **TRAIN_KW)
+    assert (tmp_path / "rm" / TRAINER_STATE_FILE).is_file()
+    resumed = train_reward_model(examples, epochs=1, out_dir=tmp_path / "rm",
+                                 keep_training_state=False, **TRAIN_KW)
+    assert resumed.resumed_from_step == 2 and resumed.step == 4
+    assert not (tmp_path / "rm" / TRAINER_STATE_FILE).exists()
+
+
 def test_existing_checkpoint_without_resume_is_not_overwritten(tmp_path):
     examples = examples_from_human(toy_pairs(8))
     train_reward_model(examples, epochs=1, out_dir=tmp_path / "rm", **TRAIN_KW)

@@ -128,6 +128,37 @@ def test_resume_with_more_steps_extends_the_curve(tmp_path):
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
 
 
+def test_a_final_checkpoint_without_training_state_is_evaluable_but_not_extendable(tmp_path):
+    from rlaif_gym.errors import UsageError
+    from rlaif_gym.pipelines.evaluate import resolve_policy
+
+    out = tmp_path / "run"
+    train(tiny_config(out, steps=2, checkpoint_every=1, keep_training_state=False))
+    checkpoint = out / "checkpoint"
+    assert find_checkpoint(out) == checkpoint
+    assert not (checkpoint / "trainer_state.pt").exists()
+    assert not (checkpoint / "value.safetensors").exists()
+    assert json.loads((checkpoint / "state.json").read_text())["training_state"] is False
+    assert resolve_policy(str(out)).step == 2
+    again = train(tiny_config(out, steps=2, checkpoint_every=1, resume=True))
+    assert again.step == 2 and [r["step"] for r in again.metrics] == [1, 2]
+    with pytest.raises(UsageError, match="cannot be extended"):
+        train(tiny_config(out, steps=3, checkpoint_every=1, resume=True))
+    assert json.loads((checkpoint / "state.json").read_text())["step"] == 2
+
+
+def test_a_crash_before_the_end_resumes_from_a_full_checkpoint_without_training_state_flag(
+        tmp_path):
+    reference = train(tiny_config(tmp_path / "straight"))
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_config(out, reward=LetterFraction(fail_after=16), keep_training_state=False))
+    assert (out / "checkpoint" / "trainer_state.pt").is_file()  # step 3 of 6: not final
+    resumed = train(tiny_config(out, resume=True, keep_training_state=False))
+    assert _without_time(resumed.metrics) == _without_time(reference.metrics)
+    assert not (out / "checkpoint" / "trainer_state.pt").exists()
+
+
 def test_prompt_schedule_visits_every_prompt_once_per_epoch():
     schedule = PromptSchedule(num_prompts=10, seed=3)
     first_epoch = [i for step in range(5) for i in schedule.indices(step, 2)]

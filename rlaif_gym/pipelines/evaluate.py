@@ -61,6 +61,7 @@ __all__ = [
     "reference_completions",
     "EvaluationError",
     "PolicyRef",
+    "cached_policies",
     "evaluate_policies",
     "format_tables",
     "load_eval_prompts",
@@ -134,6 +135,26 @@ def resolve_policy(text: str) -> PolicyRef:
             raise EvaluationError(f"--policy {text!r}: {path} is neither a training run with a "
                                   "checkpoint/ nor a model folder with config.json")
     return PolicyRef(name or spec, spec, spec)
+
+
+def cached_policies(out_dir: str | os.PathLike[str]) -> list[PolicyRef]:
+    """The policies whose completions ``OUT/completions.jsonl`` holds, in file order, as
+    they were resolved when sampled: pass them to :func:`evaluate_policies` with the same
+    ``out_dir`` to judge completions sampled elsewhere (``judge=None`` on a GPU machine)
+    without the policies' weights.
+
+    Raises:
+        EvaluationError: ``out_dir`` holds no completions.
+    """
+    rows = _read_jsonl(Path(out_dir) / COMPLETIONS_FILE)
+    found: dict[str, PolicyRef] = {}
+    for row in rows:
+        if row.get("policy") not in found:
+            found[row["policy"]] = PolicyRef(row["policy"], row["spec"], row["model"],
+                                             row.get("step"))
+    if not found:
+        raise EvaluationError(f"{out_dir} holds no {COMPLETIONS_FILE}")
+    return list(found.values())
 
 
 def parse_pairs(texts: Sequence[str] | None, names: Sequence[str]) -> list[tuple[str, str]]:
@@ -296,7 +317,7 @@ def evaluate_policies(
     task: str,
     policies: Sequence[PolicyRef | str],
     out_dir: str | os.PathLike[str],
-    judge: str = DEFAULT_JUDGE,
+    judge: str | None = DEFAULT_JUDGE,
     pairs: Sequence[tuple[str, str] | str] | None = None,
     prompts: Sequence[Any] | None = None,
     n: int = 100,
@@ -313,6 +334,7 @@ def evaluate_policies(
     judge_backend: Mapping[str, Any] | None = None,
     prompt_major: bool = True,
     threads: int | None = None,
+    device: str = "cpu",
     n_bootstrap: int = 1000,
     length_unit: str = "chars",
     data_source: str = "",
@@ -328,8 +350,12 @@ def evaluate_policies(
         policies: at least two :class:`PolicyRef` or ``"[NAME=]SPEC"`` strings (a model spec
             or a training run folder, :func:`resolve_policy`).
         out_dir: the output folder (its caches make a rerun do only what is missing).
-        judge: judge model spec. pairs: ``(A, B)`` tuples or ``"A:B"`` strings, win rate of
-            A over B (default every later policy over every earlier one).
+        judge: judge model spec; None samples the completions and computes the judge-free
+            signals only (lengths, ROUGE-L, copy overlap), e.g. on a GPU machine that lacks
+            the judge: a later call with a judge and the same ``out_dir`` and policies
+            (:func:`cached_policies`) reuses those completions and judges them.
+        pairs: ``(A, B)`` tuples or ``"A:B"`` strings, win rate of A over B (default every
+            later policy over every earlier one).
         prompts: the prompts to use; default the first ``n`` of a seeded permutation of the
             ``split`` prompts, or the prompts of ``ids`` (:func:`load_eval_prompts` with
             ``source``, ``data_dir``, ``seed``).
@@ -342,6 +368,7 @@ def evaluate_policies(
         judge_backend: where the judge runs, as keyword arguments of
             :func:`rlaif_gym.pipelines.label.judge_options` (``backend``, ``base_urls``,
             ``server``, ``timeout``, ``retries``, ``verdict_cache``...); default in-process.
+        device: where the policies sample (``"cpu"``, ``"cuda"``).
 
     Raises:
         EvaluationError: fewer than 2 policies, duplicate names, bad pairs, no prompts,
@@ -349,7 +376,7 @@ def evaluate_policies(
     """
     if task not in TASKS:
         raise EvaluationError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    if len(policies) < 2:
+    if len(policies) < (1 if judge is None else 2):
         raise EvaluationError(f"evaluation needs at least two policies, got {len(policies)}")
     if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 0:
         raise EvaluationError(f"bootstrap resamples must be an int >= 0, got {n_bootstrap!r}")
@@ -395,7 +422,7 @@ def evaluate_policies(
             made = (reference_completions(prompts, tokens_of=next(
                         (p.model for p in policies if p.model != REFERENCE), DEFAULT_POLICY))
                     if policy.model == REFERENCE else
-                    generate_completions(policy, task, prompts, device="cpu", log=log,
+                    generate_completions(policy, task, prompts, device=device, log=log,
                                          **settings))
             rows = [{"policy": policy.name, "spec": policy.spec, "model": policy.model,
                      "step": policy.step, "gen_key": key, **row,
@@ -414,6 +441,8 @@ def evaluate_policies(
     contexts = [p.text for p in prompts]
     todo_pairs: dict[tuple[str, str], list[int]] = {}
     pair_keys: dict[tuple[str, str], list[str]] = {}
+    if judge is None:  # sampling only: nothing is judged
+        pairs = []
     for a, b in pairs:
         keys = [_judgment_key("pair", judge, judge_prompt, task, contexts[i],
                               completions[a][i]["completion"], completions[b][i]["completion"])
@@ -422,7 +451,7 @@ def evaluate_policies(
         todo_pairs[(a, b)] = [i for i, k in enumerate(keys) if k not in judged]
     harmless_keys: dict[str, list[str]] = {}
     todo_harmless: dict[str, list[int]] = {}
-    if task == "harmless":
+    if task == "harmless" and judge is not None:
         for name in names:
             keys = [_judgment_key("harmless", judge, task, contexts[i],
                                   completions[name][i]["completion"])
@@ -509,7 +538,8 @@ def evaluate_policies(
         work_done={"completions_sampled": n_sampled, "judgments_made": n_todo},
     )
     summary["work_total"] = _add_work(_read_json_or_none(out / EVALUATION_FILE), summary)
-    plot_win_rates(summary, out / PLOT_FILE)
+    if summary["comparisons"]:
+        plot_win_rates(summary, out / PLOT_FILE)
     write_json(out / EVALUATION_FILE, summary)
     return summary
 

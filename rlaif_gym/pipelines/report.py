@@ -22,7 +22,8 @@ import numpy as np
 from rlaif_gym.files import atomic_path, atomic_write, display_path, read_json, read_jsonl
 from rlaif_gym.stats import pct
 
-__all__ = ["PAPER", "alignment_tables", "plot_learning_curves", "write_report"]
+__all__ = ["PAPER", "alignment_tables", "plot_learning_curves", "reference_table", "rm_table",
+           "sft_table", "write_report"]
 
 # =========================================================================== the paper
 
@@ -296,7 +297,9 @@ def _eval(out: Path, key: str) -> dict[str, Any] | None:
     return read_json(path) if path.is_file() else None
 
 
-def _sft_table(out: Path, config: Any) -> str:
+def sft_table(out: Path, config: Any) -> str:
+    """Markdown table of every SFT run of ``config`` in ``out``: held-out loss, the share of
+    samples that end at EOS, lengths against the references and ROUGE-L, before → after."""
     from rlaif_gym.pipelines.reproduce_plan import sft_dir
 
     rows = []
@@ -420,7 +423,9 @@ def _table1(out: Path, config: Any) -> tuple[str, list[tuple[str, dict[str, Any]
     return md_table(header, rows), headline
 
 
-def _reference_table(summaries: Sequence[dict[str, Any] | None]) -> str:
+def reference_table(summaries: Sequence[dict[str, Any] | None]) -> str:
+    """Markdown table, one row per policy of the TL;DR evaluations that include ``REF``: the
+    win rate against the human reference, ROUGE-L, copied 3-grams, verbatim copies, length."""
     rows = []
     seen: set[str] = set()
     ref = None
@@ -455,7 +460,9 @@ def _reference_table(summaries: Sequence[dict[str, Any] | None]) -> str:
                      "verbatim copies", "mean tokens", "hit max tokens"], rows)
 
 
-def _table5(rm: dict[str, Any], data: dict[str, Any]) -> str:
+def rm_table(rm: dict[str, Any], data: dict[str, Any]) -> str:
+    """Markdown table (paper Table 5) of ``rm_accuracy.json`` (``rm``) with each task's
+    held-out side from its ``data.json`` (``data``)."""
     rows = []
     titles = {"rm-ai": "AI-RM (RLAIF)", "rm-human": "human-RM (RLHF)",
               "rm-ai-base": "AI-RM on the paper's Base labels"}
@@ -609,7 +616,7 @@ def write_report(config: Any, out: Path) -> Path:
         "orders are averaged, ties count half, 95% Wilson intervals; length-controlled win "
         "rates follow Appendix J (logistic regression on the log length ratio, evaluated "
         "at equal length; percentile bootstrap CI).",
-        "## The SFT start\n\n" + _sft_table(out, config) +
+        "## The SFT start\n\n" + sft_table(out, config) +
         "\n\nHeld-out loss: nats per completion token on held-out training-distribution "
         "prompts. Sampled completions (temperature "
         f"{config.temperature}) on the same held-out prompts, before → after SFT.",
@@ -618,7 +625,7 @@ def write_report(config: Any, out: Path) -> Path:
         "\n\n\"(s)\": paper number verified only in secondary sources. Bars with CIs: "
         "`win_rates.png`.\n\n![win rates](win_rates.png)",
         "## Against the human references (TL;DR), ROUGE-L and copying\n\n" +
-        _reference_table([s for s, e in zip(summaries, evaluations_of(config, out),
+        reference_table([s for s, e in zip(summaries, evaluations_of(config, out),
                                             strict=True) if e.task == "tldr"]) +
         "\n\nCopied 3-grams: the share of a completion's word 3-grams found in its post "
         "(`rewards.evaluation.copy_overlap`); a policy that learned to copy the post (a "
@@ -631,7 +638,7 @@ def write_report(config: Any, out: Path) -> Path:
         "value model (a 0.5B value copy and its optimizer states do not fit in 24 GiB "
         "beside the 1.5B judge).",
         "## Table 5: reward-model accuracy on held-out human preferences\n\n" +
-        _table5(rm, data),
+        rm_table(rm, data),
         "## Table 2: AI labeler alignment by prompt (cf. paper Table 2)\n\n" + t2 +
         f"\n\nTL;DR labels from `{display_path(label_folder)}`; alignment = the share of "
         "pairs where the label (both orders averaged) picks the human-preferred summary "

@@ -26,7 +26,8 @@ reference win rates and the goals, with PNG curves.
 
 Every stage writes under ``OUT`` (models and runs, gigabytes with the real models, under
 the git-ignored ``OUT/work/``) and is skipped or resumed when its outputs exist, so an
-interrupted run continues where it stopped; ``OUT/state.json`` records the settings (a
+interrupted run continues where it stopped (a finished RM or RL run keeps its weights but not
+its optimizer state: the pipeline never extends one); ``OUT/state.json`` records the settings (a
 rerun with other settings is refused: use another ``out``) and every stage's wall time.
 ``quick=True`` runs the same stages at tiny sizes (:data:`QUICK`); with
 ``policy="tiny-random"`` etc. the whole pipeline runs in seconds (the tests do that).
@@ -227,13 +228,14 @@ def _prompts(config: ReproduceConfig, out: Path, task: str, which: str) -> list[
 # =========================================================================== SFT
 
 
-def stage_sft(config: ReproduceConfig, out: Path) -> list[str]:
+def stage_sft(config: ReproduceConfig, out: Path, self_improvement: bool = True) -> list[str]:
     """Per task, the start policy fine-tuned on the references of its training prompts
-    (never an evaluation prompt); on TL;DR also the self-improvement policy."""
+    (never an evaluation prompt); on TL;DR also the self-improvement policy (unless
+    ``self_improvement`` is False)."""
     from agents.sft import SFTConfig, train_sft
 
     jobs = [("sft", task, config.policy) for task in config.tasks]
-    if "tldr" in config.tasks:
+    if "tldr" in config.tasks and self_improvement:
         jobs.append(("si-sft", "tldr", config.si_policy))
     calls = []
     for start, task, policy in jobs:
@@ -250,7 +252,8 @@ def stage_sft(config: ReproduceConfig, out: Path) -> list[str]:
                       max_prompt_tokens=config.max_prompt_tokens,
                       eval_max_new_tokens=(config.max_new_tokens,),
                       temperature=config.temperature, seed=config.seed,
-                      threads=config.threads, resume=folder.exists(), progress=False)
+                      threads=config.threads, device=config.device,
+                      resume=folder.exists(), progress=False)
         train_sft(SFTConfig(out_dir=str(folder), **kwargs))
         shown = {k: (f"{len(v)} evaluation ids" if k == "exclude_ids" else v)
                  for k, v in kwargs.items()}
@@ -325,7 +328,8 @@ def stage_reward_models(config: ReproduceConfig, out: Path) -> list[str]:
                   "split_file": str(data / "rm_split.json"), "base": config.rm_base,
                   "epochs": config.rm_epochs, "batch_size": config.rm_batch_size,
                   "max_length": config.rm_max_length, "lr": config.rm_lr,
-                  "seed": config.seed, "threads": config.threads,
+                  "seed": config.seed, "threads": config.threads, "device": config.device,
+                  "keep_training_state": False,
                   "resume": (folder / "rm_meta.json").is_file()}
         train_rm(folder, **kwargs, progress=False, log=_log)
         calls.append(_done(call_text("train_rm", str(folder), **kwargs)))
@@ -355,7 +359,7 @@ def stage_rm_accuracy(config: ReproduceConfig, out: Path) -> dict[str, Any]:
         else:
             acc = evaluate_rm(folder, task=task, pairs=data / "rm_pairs.jsonl",
                               split_file=data / "rm_split.json", side="test",
-                              threads=config.threads, log=_log)
+                              threads=config.threads, device=config.device, log=_log)
             entry = {k: acc[k] for k in ("accuracy", "n", "ci_low", "ci_high")}
             entry["from"] = "evaluate_rm"
         entry.update(label_source=meta.get("label_source"),
@@ -391,12 +395,15 @@ def stage_rl(config: ReproduceConfig, out: Path, run: Run) -> str:
     if run.reward in ("ai-rm", "human-rm"):
         options["path"] = str(rm_dir(out, run.task, "rm-ai" if run.reward == "ai-rm"
                                      else "rm-human"))
+        if config.device != "cpu":
+            options["device"] = config.device
     kwargs = dict(env_id=TASK_ENV_IDS[run.task], reward=run.reward, reward_options=options,
                   policy=start_policy(out, run), judge=run.judge, steps=run.steps,
                   batch_size=config.rl_batch_size, lr=config.lr, kl_coef=config.kl_coef,
                   temperature=config.temperature, max_new_tokens=config.max_new_tokens,
                   max_prompt_tokens=config.max_prompt_tokens, seed=run.seed,
-                  checkpoint_every=max(1, min(4, run.steps)), threads=config.threads,
+                  checkpoint_every=max(1, min(4, run.steps)), keep_training_state=False,
+                  threads=config.threads, device=config.device,
                   baseline=run.baseline, samples_per_prompt=run.samples_per_prompt)
     prompts = _prompts(config, out, run.task, "train")
     # resume=True continues a checkpoint, and starts afresh (dropping a metrics.csv left by
@@ -426,7 +433,7 @@ def stage_evaluate(config: ReproduceConfig, out: Path, evaluation: Evaluation) -
               "max_prompt_tokens": config.max_prompt_tokens,
               "temperature": config.temperature, "seed": config.seed,
               "batch_size": config.eval_batch_size, "n_bootstrap": config.bootstrap,
-              "threads": config.threads}
+              "threads": config.threads, "device": config.device}
     evaluate_policies(ids=ids, progress=False, log=_log, **kwargs)
     return _done(call_text("evaluate_policies", ids=f"data/{evaluation.task}/eval_ids.json",
                            **kwargs))

@@ -82,16 +82,16 @@ QUICK: dict[str, Any] = {
     "si_judge": DEFAULT_POLICY,
     "tasks": TASKS,
     "seeds": (0, 1),
-    "sft_train": 16,
-    "sft_heldout": 4,
+    "sft_train": 8,
+    "sft_heldout": 2,
     "sft_epochs": 1,
     "sft_last_layers": 4,
     "rm_pool": 16,
-    "n_train_pairs": 8,
-    "rm_eval_pairs": 16,
+    "n_train_pairs": 4,
+    "rm_eval_pairs": 8,
     "rm_epochs": 1,
     "rm_batch_size": 4,
-    "rm_max_length": 256,
+    "rm_max_length": 192,
     "rl_steps": 2,
     "drlaif_steps": 2,
     "hh_rl_steps": 1,
@@ -113,7 +113,7 @@ REPORT_FILE = "REPORT.md"
 #: ``.gitignore`` of ``*`` so that a report folder inside a repository stays small.
 WORK = "work"
 #: ReproduceConfig fields that do not change what the stages compute.
-NOT_PIPELINE = frozenset({"out", "quick", "threads", "command", "labels_from"})
+NOT_PIPELINE = frozenset({"out", "quick", "threads", "command", "labels_from", "device"})
 
 
 class ReproduceError(UsageError):
@@ -135,6 +135,8 @@ class ReproduceConfig:
         test_fraction: share of comparison contexts held out for RM accuracy.
         lr, kl_coef, temperature, rm_lr, sft_lr: optimisation. seed: data splits, SFT, RMs,
             evaluation; the RLAIF/RLHF runs (d-RLAIF runs one per ``seeds`` entry).
+        device: where SFT, the RMs, RL and sampling run (``"cpu"``, ``"cuda"``); the
+            judges run where :func:`rewards.judges.load_judge` puts them.
     """
 
     out: str
@@ -180,6 +182,7 @@ class ReproduceConfig:
     bootstrap: int = FULL["bootstrap"]
     seed: int = 0
     threads: int | None = None
+    device: str = "cpu"
     command: str = ""
 
     def __post_init__(self) -> None:

@@ -129,6 +129,7 @@ def train_rm(
     split_file: str | os.PathLike[str] | None = None,
     max_steps: int | None = None,
     save_every: int | None = None,
+    keep_training_state: bool = True,
     eval_batch_size: int = 16,
     threads: int | None = None,
     device: str = "cpu",
@@ -207,7 +208,8 @@ def train_rm(
             eval_pairs=test_pairs or None, eval_batch_size=eval_batch_size, out_dir=out,
             seed=seed, resume=resume, progress=progress, num_threads=threads,
             weight_decay=weight_decay, warmup_steps=warmup_steps, max_steps=max_steps,
-            save_every=save_every, log=log, device=device,
+            save_every=save_every, keep_training_state=keep_training_state, log=log,
+            device=device,
         )
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
