@@ -779,10 +779,12 @@ def train(config: TrainConfig,
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
     saved_state: dict[str, Any] | None = None
+    trainable = False  # the checkpoint holds the optimizers and RNG states
     if checkpoint is not None:
         saved_state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
         _check_resume_config(config, saved_state["config"])
-        if not saved_state.get("training_state", True) and saved_state["step"] < config.steps:
+        trainable = bool(saved_state.get("training_state", True))
+        if not trainable and saved_state["step"] < config.steps:
             raise UsageError(f"{checkpoint} is the final checkpoint of a run saved without its "
                              f"training state (keep_training_state=False) at step "
                              f"{saved_state['step']}; it cannot be extended to {config.steps} "
@@ -801,7 +803,6 @@ def train(config: TrainConfig,
         value_model = ValueModel.from_policy(reference)
         value_model.requires_grad_(True)
         value_model.eval()
-    trainable = checkpoint is not None and has_training_state(checkpoint)
     if checkpoint is not None:
         from safetensors.torch import load_file
 

@@ -105,8 +105,7 @@ def pack(out: Path, target: Path) -> None:
 def run_device(config: ReproduceConfig, pack_to: Path | None) -> None:
     """The device half: every stage that needs no judge, timed, packed after each."""
     from rlaif_gym.pipelines import reproduce as rp
-    from rlaif_gym.pipelines.evaluate import evaluate_policies
-    from rlaif_gym.pipelines.reproduce_plan import data_dir_of, evaluations_of, runs_of
+    from rlaif_gym.pipelines.reproduce_plan import runs_of
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,21 +135,25 @@ def run_device(config: ReproduceConfig, pack_to: Path | None) -> None:
     for run in runs_of(config):
         if run.reward in ("ai-rm", "human-rm"):
             timed(f"rl {run.key}", lambda run=run: rp.stage_rl(config, out, run))
-    evaluation = next(e for e in evaluations_of(config, out) if e.key == EVAL_KEY)
-    ids = read_json(data_dir_of(out, "tldr") / "eval_ids.json")[:evaluation.n]
-    timed("sample", lambda: evaluate_policies(
-        task="tldr", policies=list(evaluation.policies), out_dir=out / "eval" / EVAL_KEY,
-        judge=None, ids=ids, n=evaluation.n, split="test", data_dir=config.data_dir,
-        source=config.source, max_new_tokens=config.max_new_tokens,
-        max_prompt_tokens=config.max_prompt_tokens, temperature=config.temperature,
-        seed=config.seed, batch_size=config.eval_batch_size, n_bootstrap=config.bootstrap,
-        threads=config.threads, device=config.device, progress=False, log=_log))
+    timed("sample", lambda: rp.stage_evaluate(config, out, _evaluation(config, out),
+                                              sample_only=True))
+
+
+def _evaluation(config: ReproduceConfig, out: Path) -> Any:
+    """The reproduction's TL;DR RM-arms evaluation (SFT, RLAIF, RLHF, REF on
+    ``eval_n_small`` prompts): both halves use it, so their sampling settings match."""
+    from rlaif_gym.pipelines.reproduce_plan import evaluations_of
+
+    return next(e for e in evaluations_of(config, out) if e.key == EVAL_KEY)
 
 
 def run_judge(config: ReproduceConfig, judge: str, pairs: tuple[str, ...]) -> Path:
     """The judge half: judge the device half's completions, write ``OUT/REPORT.md``."""
+    import dataclasses
+
     from agents.train import read_metrics
-    from rlaif_gym.pipelines.evaluate import cached_policies, evaluate_policies, format_tables
+    from rlaif_gym.pipelines import reproduce as rp
+    from rlaif_gym.pipelines.evaluate import cached_policies, format_tables
     from rlaif_gym.pipelines.report import (
         md_table,
         plot_learning_curves,
@@ -162,16 +165,12 @@ def run_judge(config: ReproduceConfig, judge: str, pairs: tuple[str, ...]) -> Pa
 
     out = Path(config.out)
     folder = out / "eval" / EVAL_KEY
-    policies = cached_policies(folder)
-    ids = read_json(data_dir_of(out, "tldr") / "eval_ids.json")[:config.eval_n_small]
     start = time.perf_counter()
-    summary = evaluate_policies(
-        task="tldr", policies=policies, out_dir=folder, judge=judge, pairs=list(pairs),
-        ids=ids, n=len(ids), split="test", data_dir=config.data_dir, source=config.source,
-        max_new_tokens=config.max_new_tokens, max_prompt_tokens=config.max_prompt_tokens,
-        temperature=config.temperature, seed=config.seed, batch_size=config.eval_batch_size,
-        n_bootstrap=config.bootstrap, threads=config.threads, progress=False, log=_log)
+    rp.stage_evaluate(dataclasses.replace(config, judge=judge), out,
+                      dataclasses.replace(_evaluation(config, out), pairs=tuple(pairs)),
+                      policies=cached_policies(folder))
     judging_s = time.perf_counter() - start
+    summary = read_json(folder / "evaluation.json")
     stages = read_json(out / STAGES_FILE)
     runs = {r.key: read_metrics(run_dir(out, r) / "metrics.csv") for r in runs_of(config)
             if r.reward in ("ai-rm", "human-rm")}

@@ -386,6 +386,8 @@ def evaluate_policies(
     names = [p.name for p in policies]
     pairs = parse_pairs([p if isinstance(p, str) else f"{p[0]}:{p[1]}" for p in pairs]
                         if pairs else None, names)
+    if judge is None:  # sampling only: nothing is judged
+        pairs = []
     if prompts is None:
         prompts, data_source = load_eval_prompts(task, n=n, split=split or "test",
                                                  data_dir=data_dir, source=source, seed=seed,
@@ -441,8 +443,6 @@ def evaluate_policies(
     contexts = [p.text for p in prompts]
     todo_pairs: dict[tuple[str, str], list[int]] = {}
     pair_keys: dict[tuple[str, str], list[str]] = {}
-    if judge is None:  # sampling only: nothing is judged
-        pairs = []
     for a, b in pairs:
         keys = [_judgment_key("pair", judge, judge_prompt, task, contexts[i],
                               completions[a][i]["completion"], completions[b][i]["completion"])

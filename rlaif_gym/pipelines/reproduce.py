@@ -419,14 +419,19 @@ def stage_rl(config: ReproduceConfig, out: Path, run: Run) -> str:
 # =========================================================================== evaluation
 
 
-def stage_evaluate(config: ReproduceConfig, out: Path, evaluation: Evaluation) -> str:
+def stage_evaluate(config: ReproduceConfig, out: Path, evaluation: Evaluation, *,
+                   sample_only: bool = False, policies: Sequence[Any] | None = None) -> str:
     """One evaluation (its completions and judgments are cached, so a rerun only does what
-    is missing)."""
+    is missing). ``sample_only``: sample and compute the judge-free signals, judge nothing
+    (a machine without the judge); ``policies``: resolved policies instead of the
+    evaluation's specs (:func:`rlaif_gym.pipelines.evaluate.cached_policies`, to judge
+    completions sampled elsewhere)."""
     from rlaif_gym.pipelines.evaluate import evaluate_policies
 
     ids = read_json(data_dir_of(out, evaluation.task) / "eval_ids.json")[:evaluation.n]
-    kwargs = {"task": evaluation.task, "policies": list(evaluation.policies),
-              "out_dir": str(out / "eval" / evaluation.key), "judge": config.judge,
+    kwargs = {"task": evaluation.task, "policies": list(policies or evaluation.policies),
+              "out_dir": str(out / "eval" / evaluation.key),
+              "judge": None if sample_only else config.judge,
               "pairs": list(evaluation.pairs), "n": evaluation.n, "split": "test",
               "data_dir": config.data_dir, "source": config.source,
               "max_new_tokens": config.max_new_tokens,
